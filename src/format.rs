@@ -939,7 +939,9 @@ impl OpaqueFormat {
         if body.len() < usize::from(self.min_body) || body.len() > usize::from(self.max_body) {
             return Err(ParseError::Length);
         }
-        if !all_in(body, C_B64TOKEN) {
+        // RFC 6750 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+        let unpadded = body.iter().rposition(|&c| c != b'=').map_or(0, |i| i + 1);
+        if unpadded == 0 || !all_in(&body[..unpadded], C_B64TOKEN) {
             return Err(ParseError::Secret);
         }
         if self.checksum && !checksum_ok(b) {

@@ -144,31 +144,54 @@ impl MemoryStore {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Puts `record` into the id table and, if opaque, the digest table. The caller holds the
-    /// writer lock and has checked that neither entry exists.
-    fn put(&self, record: &Arc<KeyRecord>) {
+    /// Sets the id table's entry for `record.id` to `record`: replaced in place under the
+    /// shard's write lock when it exists, so a reader never finds the key missing mid-update.
+    fn put_id(&self, record: &Arc<KeyRecord>) {
         let slot = self.id_slot(&record.id);
-        let rehash = |r: &Arc<KeyRecord>| self.id_slot(&r.id).hash;
-        write(&self.shards[slot.shard]).by_id.insert_unique(slot.hash, Arc::clone(record), rehash);
-        if record.shape == KeyShape::Opaque {
-            let slot = self.digest_slot(&record.digest.bytes);
-            let rehash = |r: &Arc<KeyRecord>| self.digest_slot(&r.digest.bytes).hash;
-            write(&self.shards[slot.shard]).by_digest.insert_unique(slot.hash, Arc::clone(record), rehash);
+        let mut shard = write(&self.shards[slot.shard]);
+        match shard.by_id.find_mut(slot.hash, |r| r.id == record.id) {
+            Some(entry) => *entry = Arc::clone(record),
+            None => {
+                shard.by_id.insert_unique(slot.hash, Arc::clone(record), |r| self.id_slot(&r.id).hash);
+            }
         }
     }
 
-    /// Removes `record` from both tables. The caller holds the writer lock.
-    fn take(&self, record: &KeyRecord) {
-        let slot = self.id_slot(&record.id);
-        if let Ok(entry) = write(&self.shards[slot.shard]).by_id.find_entry(slot.hash, |r| r.id == record.id) {
+    fn take_id(&self, id: &KeyId) {
+        let slot = self.id_slot(id);
+        if let Ok(entry) = write(&self.shards[slot.shard]).by_id.find_entry(slot.hash, |r| r.id == *id) {
             entry.remove();
         }
-        if record.shape == KeyShape::Opaque {
-            let slot = self.digest_slot(&record.digest.bytes);
-            let mut shard = write(&self.shards[slot.shard]);
-            if let Ok(entry) = shard.by_digest.find_entry(slot.hash, |r| r.digest.bytes == record.digest.bytes) {
-                entry.remove();
+    }
+
+    /// Sets the digest index's entry for an opaque `record` (replacing one with the same digest).
+    fn put_digest(&self, record: &Arc<KeyRecord>) {
+        if record.shape != KeyShape::Opaque {
+            return;
+        }
+        let d = record.digest.bytes;
+        let slot = self.digest_slot(&d);
+        let mut shard = write(&self.shards[slot.shard]);
+        match shard.by_digest.find_mut(slot.hash, |r| r.digest.bytes == d) {
+            Some(entry) => *entry = Arc::clone(record),
+            None => {
+                shard
+                    .by_digest
+                    .insert_unique(slot.hash, Arc::clone(record), |r| self.digest_slot(&r.digest.bytes).hash);
             }
+        }
+    }
+
+    /// Removes the digest index's entry for an opaque `record`, if it still points at that record.
+    fn take_digest(&self, record: &KeyRecord) {
+        if record.shape != KeyShape::Opaque {
+            return;
+        }
+        let d = record.digest.bytes;
+        let slot = self.digest_slot(&d);
+        let mut shard = write(&self.shards[slot.shard]);
+        if let Ok(entry) = shard.by_digest.find_entry(slot.hash, |r| r.digest.bytes == d && r.id == record.id) {
+            entry.remove();
         }
     }
 
@@ -211,7 +234,8 @@ impl KeyStore for MemoryStore {
             return Err(StoreError::Conflict);
         }
         let record = Arc::new(record);
-        self.put(&record);
+        self.put_digest(&record);
+        self.put_id(&record);
         order.add(&record);
         Ok(record)
     }
@@ -224,8 +248,15 @@ impl KeyStore for MemoryStore {
         }
         record.revision = expected_revision.checked_add(1).ok_or(StoreError::Conflict)?;
         let record = Arc::new(record);
-        self.take(&old);
-        self.put(&record);
+        // New digest first, then the id entry in place, then the old digest: at every moment a
+        // reader finds the key by id, and by whichever digest it presents.
+        self.put_digest(&record);
+        self.put_id(&record);
+        if old.shape == KeyShape::Opaque
+            && (record.shape != KeyShape::Opaque || old.digest.bytes != record.digest.bytes)
+        {
+            self.take_digest(&old);
+        }
         order.remove(&old);
         order.add(&record);
         Ok(record)
@@ -234,7 +265,8 @@ impl KeyStore for MemoryStore {
     fn delete(&self, id: &KeyId) -> Result<Arc<KeyRecord>, StoreError> {
         let mut order = self.lock_writer();
         let old = self.by_id(id).ok_or(StoreError::NotFound)?;
-        self.take(&old);
+        self.take_id(id);
+        self.take_digest(&old);
         order.remove(&old);
         Ok(old)
     }

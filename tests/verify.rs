@@ -1,0 +1,215 @@
+//! The verification stage as a user relies on it: the 401 codes, what is revealed when, pepper
+//! rotation with migrate-on-verify, opaque and imported keys, and failing closed.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keygate::{
+    DenialCode, DigestScheme, KeyId, KeyKind, KeyRecord, KeyShape, KeyStatus, KeyStore, ListQuery, Lookup, MemoryStore,
+    OpaqueFormat, Page, Pepper, PepperId, Peppers, SelectorFormat, StoreError, StoredDigest, Timestamp, Verifier,
+};
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::SeedableRng;
+
+const NOW: Timestamp = Timestamp::from_unix_secs(1_800_000_000);
+
+fn pepper(id: u32) -> Pepper {
+    Pepper::new(PepperId(id), &[u8::try_from(id).unwrap(); 32]).unwrap()
+}
+
+fn selector() -> SelectorFormat {
+    SelectorFormat::new("aistats").unwrap().with_kinds(&["sk", "mk"]).unwrap()
+}
+
+fn verifier(peppers: Peppers) -> Verifier {
+    Verifier::new(selector(), peppers).with_format(OpaqueFormat::new("sk-aisa-").unwrap()).unwrap()
+}
+
+/// A store holding one freshly issued key; returns the token.
+fn issue(v: &Verifier, store: &MemoryStore, seed: u8) -> (String, Arc<KeyRecord>) {
+    let (key, record) = v.issue(&mut ChaCha20Rng::from_seed([seed; 32]), KeyKind::STANDARD, NOW).unwrap();
+    (key.token().expose_secret().to_owned(), store.insert(record).unwrap())
+}
+
+fn code(result: Result<impl Sized, keygate::Denial>) -> Option<DenialCode> {
+    result.err().map(|d| d.code())
+}
+
+fn set(store: &MemoryStore, id: &KeyId, change: impl FnOnce(&mut KeyRecord)) {
+    let mut r = KeyRecord::clone(&store.get(id).unwrap().unwrap());
+    change(&mut r);
+    let rev = r.revision;
+    store.replace(rev, r).unwrap();
+}
+
+#[test]
+fn a_valid_key_verifies() {
+    let v = verifier(Peppers::new(pepper(1)));
+    let store = MemoryStore::new();
+    let (token, record) = issue(&v, &store, 1);
+    let verified = v.authenticate(&store, &token, NOW).unwrap();
+    assert_eq!(verified.id(), record.id);
+    assert!(verified.rehash().is_none());
+}
+
+#[test]
+fn unknown_kid_wrong_secret_and_wrong_kind_are_all_invalid() {
+    let v = verifier(Peppers::new(pepper(1)));
+    let store = MemoryStore::new();
+    let (token, _) = issue(&v, &store, 1);
+    let (other, _) = issue(&v, &MemoryStore::new(), 2);
+    // Unknown kid: a real token of another store.
+    assert_eq!(code(v.authenticate(&store, &other, NOW)), Some(DenialCode::InvalidApiKey));
+    // Wrong secret: the right kid with another key's secret.
+    let wrong = format!("{}{}", &token[..31], &other[31..]);
+    assert_eq!(code(v.authenticate(&store, &wrong, NOW)), Some(DenialCode::InvalidApiKey));
+    // Wrong kind: the same kid and secret presented as a management key.
+    let as_mk = token.replacen("_sk_", "_mk_", 1);
+    assert_eq!(code(v.authenticate(&store, &as_mk, NOW)), Some(DenialCode::InvalidApiKey));
+    // Malformed and foreign.
+    for t in ["", "aistats", "sk-proj-abc", &token[..token.len() - 1]] {
+        assert_eq!(code(v.authenticate(&store, t, NOW)), Some(DenialCode::InvalidApiKey), "{t}");
+    }
+}
+
+#[test]
+fn status_is_revealed_only_with_the_secret() {
+    let v = verifier(Peppers::new(pepper(1)));
+    let store = MemoryStore::new();
+    let (token, record) = issue(&v, &store, 1);
+    let wrong = format!("{}{}", &token[..token.len() - 2], if token.ends_with("AA") { "EA" } else { "AA" });
+    for (status, expected) in
+        [(KeyStatus::Disabled, DenialCode::DisabledApiKey), (KeyStatus::Revoked, DenialCode::RevokedApiKey)]
+    {
+        set(&store, &record.id, |r| r.status = status);
+        assert_eq!(code(v.authenticate(&store, &token, NOW)), Some(expected));
+        assert_eq!(code(v.authenticate(&store, &wrong, NOW)), Some(DenialCode::InvalidApiKey));
+    }
+}
+
+#[test]
+fn expiry_is_exact_and_revealed_only_with_the_secret() {
+    let v = verifier(Peppers::new(pepper(1)));
+    let store = MemoryStore::new();
+    let (token, record) = issue(&v, &store, 1);
+    let at = NOW.saturating_add(Duration::from_secs(3600));
+    set(&store, &record.id, |r| r.expires_at = Some(at));
+    assert!(v.authenticate(&store, &token, at.saturating_sub(Duration::from_nanos(1))).is_ok());
+    assert_eq!(code(v.authenticate(&store, &token, at)), Some(DenialCode::ExpiredApiKey));
+    let wrong = token.replacen("_sk_", "_mk_", 1);
+    assert_eq!(code(v.authenticate(&store, &wrong, at)), Some(DenialCode::InvalidApiKey));
+}
+
+#[test]
+fn revocation_is_visible_on_the_very_next_request() {
+    let v = verifier(Peppers::new(pepper(1)));
+    let store = MemoryStore::new();
+    let (token, record) = issue(&v, &store, 1);
+    assert!(v.authenticate(&store, &token, NOW).is_ok());
+    set(&store, &record.id, |r| r.status = KeyStatus::Revoked);
+    assert_eq!(code(v.authenticate(&store, &token, NOW)), Some(DenialCode::RevokedApiKey));
+    store.delete(&record.id).unwrap();
+    assert_eq!(code(v.authenticate(&store, &token, NOW)), Some(DenialCode::InvalidApiKey));
+}
+
+#[test]
+fn pepper_rotation_migrates_on_verify() {
+    let store = MemoryStore::new();
+    let old = verifier(Peppers::new(pepper(1)));
+    let (token, record) = issue(&old, &store, 1);
+    assert_eq!(record.digest.scheme, DigestScheme::HmacSha256(PepperId(1)));
+
+    // Rotate: pepper 2 is current, pepper 1 still verifies.
+    let rotated = verifier(Peppers::new(pepper(2)).with_previous(pepper(1)).unwrap());
+    let verified = rotated.authenticate(&store, &token, NOW).unwrap();
+    assert_eq!(verified.rehash().map(|d| d.scheme), Some(DigestScheme::HmacSha256(PepperId(2))));
+    let migrated = store.get(&record.id).unwrap().unwrap();
+    assert_eq!(migrated.digest, pepper(2).digest(&token.as_bytes()[31..]));
+    assert_eq!(migrated.revision, record.revision + 1);
+    assert!(rotated.authenticate(&store, &token, NOW).unwrap().rehash().is_none());
+
+    // Once pepper 1 is unloaded, only migrated keys verify.
+    let (stale, _) = issue(&old, &store, 2);
+    let done = verifier(Peppers::new(pepper(2)));
+    assert!(done.authenticate(&store, &token, NOW).is_ok());
+    assert_eq!(code(done.authenticate(&store, &stale, NOW)), Some(DenialCode::InvalidApiKey));
+}
+
+#[test]
+fn opaque_keys_and_imports() {
+    let store = MemoryStore::new();
+    let v = verifier(Peppers::new(pepper(2)).with_previous(pepper(1)).unwrap());
+    let format = OpaqueFormat::new("sk-aisa-").unwrap();
+    let mut rng = ChaCha20Rng::from_seed([4; 32]);
+    let mut opaque = |digest: &dyn Fn(&[u8]) -> StoredDigest| {
+        let key = format.generate(&mut rng).unwrap();
+        let token = key.token().expose_secret().to_owned();
+        let record = KeyRecord::new(key.id(), KeyShape::Opaque, KeyKind::STANDARD, digest(token.as_bytes()), NOW);
+        (token, store.insert(record).unwrap())
+    };
+    let (current, _) = opaque(&|t| pepper(2).digest(t));
+    let (older, older_rec) = opaque(&|t| pepper(1).digest(t));
+    let (imported, imported_rec) = opaque(&StoredDigest::sha256_of);
+
+    assert!(v.authenticate(&store, &current, NOW).unwrap().rehash().is_none());
+    for (token, id) in [(&older, older_rec.id), (&imported, imported_rec.id)] {
+        assert!(v.authenticate(&store, token, NOW).unwrap().rehash().is_some());
+        // Migrated: found by its current digest now, and the old digest is gone from the index.
+        let now_digest = pepper(2).digest(token.as_bytes());
+        assert_eq!(store.lookup(&Lookup::Digest(now_digest)).unwrap().map(|r| r.id), Some(id));
+        assert!(v.authenticate(&store, token, NOW).unwrap().rehash().is_none());
+    }
+    // An opaque token nobody issued.
+    let unknown = "sk-aisa-000000000000000000000000000000000000000000";
+    assert_eq!(code(v.authenticate(&store, unknown, NOW)), Some(DenialCode::InvalidApiKey));
+    // A key imported from elsewhere by its plaintext verifies too (any b64token body).
+    let foreign = "sk-aisa-Imported.From~Elsewhere+With/Its_Own-Alphabet==";
+    let id = KeyId::new("imported1").unwrap();
+    store
+        .insert(KeyRecord::new(id, KeyShape::Opaque, KeyKind::STANDARD, v.peppers().digest(foreign.as_bytes()), NOW))
+        .unwrap();
+    assert_eq!(v.authenticate(&store, foreign, NOW).unwrap().id(), id);
+}
+
+#[test]
+fn the_sans_io_core_needs_no_store() {
+    let v = verifier(Peppers::new(pepper(1)));
+    let (key, record) = v.issue(&mut ChaCha20Rng::from_seed([1; 32]), KeyKind::MANAGEMENT, NOW).unwrap();
+    let parsed = v.parse(key.token().expose_secret()).unwrap();
+    let lookup = v.lookup(&parsed);
+    assert_eq!(lookup, Lookup::Id(record.id));
+    assert!(v.verify(&parsed, &lookup, Some(&record), NOW).is_ok());
+    assert_eq!(code(v.verify(&parsed, &lookup, None::<&KeyRecord>, NOW)), Some(DenialCode::InvalidApiKey));
+}
+
+/// A store that is down.
+struct Down;
+
+impl KeyStore for Down {
+    fn lookup(&self, _: &Lookup) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        Err(StoreError::Unavailable)
+    }
+    fn insert(&self, _: KeyRecord) -> Result<Arc<KeyRecord>, StoreError> {
+        Err(StoreError::Unavailable)
+    }
+    fn replace(&self, _: u64, _: KeyRecord) -> Result<Arc<KeyRecord>, StoreError> {
+        Err(StoreError::Unavailable)
+    }
+    fn delete(&self, _: &KeyId) -> Result<Arc<KeyRecord>, StoreError> {
+        Err(StoreError::Unavailable)
+    }
+    fn list(&self, _: &ListQuery) -> Result<Page, StoreError> {
+        Err(StoreError::Unavailable)
+    }
+}
+
+#[test]
+fn a_failing_store_fails_closed() {
+    let v = verifier(Peppers::new(pepper(1)));
+    let (key, _) = v.issue(&mut ChaCha20Rng::from_seed([1; 32]), KeyKind::STANDARD, NOW).unwrap();
+    let denial = v.authenticate(&Down, key.token().expose_secret(), NOW).unwrap_err();
+    assert_eq!((denial.code(), denial.status()), (DenialCode::AuthUnavailable, 503));
+    // A malformed token needs no store and is still just invalid.
+    assert_eq!(code(v.authenticate(&Down, "nope", NOW)), Some(DenialCode::InvalidApiKey));
+}
