@@ -1,132 +1,130 @@
-//! The hot path against its baseline: one `Hmac<Sha256>` from a cloned keyed state.
-#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
+//! The hot path against its baseline, one `Hmac<Sha256>` from a cloned keyed state over the same
+//! secret, measured in the same run.
 //!
-//! `cargo bench --bench authenticate` runs the group and prints each benchmark as a ratio to
-//! `hmac_sha256_cloned_state` measured in the same run, plus the bytes per stored key at 1M keys
-//! and the allocations per authentication.
+//! `cargo bench --bench authenticate` runs the group and then prints each benchmark as a ratio to
+//! `hmac_sha256_cloned_state` (the median of per-sample ratios, each sample paired with a
+//! baseline sample taken just before it), the bytes per stored key at 1M keys, and the heap
+//! allocations per authentication.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc, clippy::unwrap_used, missing_docs)]
 
 mod support;
 
 use std::hint::black_box;
 use std::sync::atomic::Ordering::Relaxed;
 
-use criterion::{Criterion, criterion_group};
+use criterion::Criterion;
 use hmac::{KeyInit, Mac};
-use keygate::{
-    KeyFormat, KeyKind, KeyStore, Lookup, MemoryStore, Pepper, PepperId, Peppers, SelectorFormat, Timestamp, Verifier,
-};
+use keygate::{KeyKind, KeyStore, MemoryStore, Pepper, PepperId, Peppers, SelectorFormat, Timestamp, Verifier};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
+use support::{Paired, keep, row};
 
 #[global_allocator]
 static ALLOC: support::Counting = support::Counting;
 
-const GROUP: &str = "authenticate";
 const KEYS: usize = 1_000_000;
 const PEPPER: [u8; 32] = [0x5e; 32];
+const BASELINE: &str = "hmac_sha256_cloned_state";
 
-fn verifier() -> Verifier {
-    let format = SelectorFormat::new("aistats").expect("valid prefix");
-    Verifier::new(format, Peppers::new(Pepper::new(PepperId(1), &PEPPER).expect("32 bytes")))
-}
-
-fn bench(c: &mut Criterion) {
-    let verifier = verifier();
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let format = SelectorFormat::new("aistats").unwrap();
+    let verifier = Verifier::new(format, Peppers::new(Pepper::new(PepperId(1), &PEPPER).unwrap()));
     let mut rng = ChaCha20Rng::from_seed([1; 32]);
     let now = Timestamp::from_unix_secs(1_800_000_000);
 
-    // The population: 1M keys in the memory store; measure the heap they take.
+    // 1M keys in the memory store, and the heap they take.
     let store = MemoryStore::new();
     let before = support::LIVE_BYTES.load(Relaxed);
-    let mut tokens = Vec::new();
+    let mut token = String::new();
     for i in 0..KEYS {
-        let (key, mut record) = verifier.issue(&mut rng, KeyKind::STANDARD, now).expect("issue");
+        let (key, mut record) = verifier.issue(&mut rng, KeyKind::STANDARD, now).unwrap();
         record.name = format!("key-{i}");
-        if i % 1000 == 0 {
-            tokens.push(key.token().expose_secret().to_owned());
+        if i == KEYS / 2 {
+            token = key.token().expose_secret().to_owned();
         }
-        store.insert(record).expect("insert");
+        store.insert(record).unwrap();
     }
-    let bytes_per_key =
-        (support::LIVE_BYTES.load(Relaxed) - before - tokens.capacity() * 24 - tokens.len() * 71) / KEYS;
+    let bytes_per_key = (support::LIVE_BYTES.load(Relaxed) - before) / KEYS;
 
-    let token = tokens[tokens.len() / 2].clone();
-    let parsed = verifier.parse(&token).expect("parses");
+    let parsed = verifier.parse(&token).unwrap();
     let lookup = verifier.lookup(&parsed);
-    let record = store.lookup(&lookup).expect("store").expect("present");
-    let mut wrong = token.clone();
-    wrong.replace_range(token.len() - 2..token.len() - 1, if token.ends_with("AA") { "B" } else { "A" });
-    let wrong_parsed = verifier.parse(&wrong).expect("still parses");
-    let unknown = format!("aistats_v1_sk_{}_{}", "Z".repeat(16), &token[token.len() - 43..]);
-    let unknown_parsed = verifier.parse(&unknown).expect("parses");
+    let wrong = format!("{}{}", &token[..token.len() - 2], if token.ends_with("AA") { "EA" } else { "AA" });
+    let wrong_parsed = verifier.parse(&wrong).unwrap();
+    let unknown = format!("aistats_v1_sk_{}{}", "Z".repeat(16), &token[30..]);
+    let unknown_parsed = verifier.parse(&unknown).unwrap();
     let unknown_lookup = verifier.lookup(&unknown_parsed);
 
-    let mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&PEPPER).expect("any length");
-    let secret = parsed.secret();
+    let secret = parsed.secret().to_vec();
+    let mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&PEPPER).unwrap();
+    let mut paired = Paired::new(|| {
+        let mut m = mac.clone();
+        m.update(black_box(&secret));
+        keep(m.finalize().into_bytes());
+    });
 
-    let mut g = c.benchmark_group(GROUP);
-    g.bench_function("hmac_sha256_cloned_state", |b| {
+    let mut g = c.benchmark_group("authenticate");
+    g.bench_function(BASELINE, |b| {
         b.iter(|| {
             let mut m = mac.clone();
-            m.update(black_box(secret));
-            black_box(m.finalize().into_bytes())
+            m.update(black_box(&secret));
+            m.finalize().into_bytes()
         })
     });
-    g.bench_function("parse", |b| b.iter(|| black_box(verifier.parse(black_box(&token)).is_ok())));
+    g.bench_function("parse", |b| {
+        b.iter_custom(|n| paired.measure("parse", n, || keep(verifier.parse(black_box(&token)).is_ok())))
+    });
+    let record = store.lookup(&lookup).unwrap().unwrap();
     g.bench_function("verify_hit", |b| {
-        b.iter(|| black_box(verifier.verify(black_box(&parsed), &lookup, Some(&*record), now).is_ok()))
+        b.iter_custom(|n| {
+            paired.measure("verify_hit", n, || {
+                keep(verifier.verify(black_box(&parsed), &lookup, Some(&*record), now).is_ok());
+            })
+        })
     });
     g.bench_function("verify_miss_unknown_kid", |b| {
-        b.iter(|| {
-            let found = store.lookup(black_box(&unknown_lookup)).expect("store");
-            black_box(verifier.verify(black_box(&unknown_parsed), &unknown_lookup, found, now).is_err())
+        b.iter_custom(|n| {
+            paired.measure("verify_miss_unknown_kid", n, || {
+                let found = store.lookup(black_box(&unknown_lookup)).unwrap();
+                keep(verifier.verify(black_box(&unknown_parsed), &unknown_lookup, found, now).is_err());
+            })
         })
     });
     g.bench_function("verify_wrong_secret", |b| {
-        b.iter(|| {
-            let found = store.lookup(black_box(&lookup)).expect("store");
-            black_box(verifier.verify(black_box(&wrong_parsed), &lookup, found, now).is_err())
+        b.iter_custom(|n| {
+            paired.measure("verify_wrong_secret", n, || {
+                let found = store.lookup(black_box(&lookup)).unwrap();
+                keep(verifier.verify(black_box(&wrong_parsed), &lookup, found, now).is_err());
+            })
         })
     });
     g.bench_function("authenticate_memory_store_1m", |b| {
-        b.iter(|| black_box(verifier.authenticate(&store, black_box(&token), now).is_ok()))
+        b.iter_custom(|n| {
+            paired.measure("authenticate_memory_store_1m", n, || {
+                keep(verifier.authenticate(&store, black_box(&token), now).is_ok());
+            })
+        })
     });
     g.finish();
 
     let allocs = support::ALLOCATIONS.load(Relaxed);
     for _ in 0..1000 {
-        black_box(verifier.authenticate(&store, black_box(&token), now).is_ok());
+        keep(verifier.authenticate(&store, black_box(&token), now).is_ok());
     }
-    let per_auth = (support::ALLOCATIONS.load(Relaxed) - allocs) as f64 / 1000.0;
+    let allocs_per_auth = (support::ALLOCATIONS.load(Relaxed) - allocs) as f64 / 1000.0;
 
-    support::print_ratios(
-        GROUP,
-        "hmac_sha256_cloned_state",
-        &[
-            ("parse", "about 10 ns"),
-            ("verify_hit", ""),
-            ("verify_miss_unknown_kid", "within 0.9-1.1x of verify_wrong_secret"),
-            ("verify_wrong_secret", ""),
-            ("authenticate_memory_store_1m", "<= 1.2x"),
-        ],
-    );
-    if let (Some(a), Some(b)) =
-        (support::median_ns(GROUP, "verify_miss_unknown_kid"), support::median_ns(GROUP, "verify_wrong_secret"))
-    {
-        println!("{:<40} {:>7.3}x  0.9-1.1x", "unknown_kid / wrong_secret", a / b);
-    }
-    if let Some(p) = support::median_ns(GROUP, "parse") {
-        println!("{:<40} {:>7.1}   about 10 ns (absolute, for orientation only)", "parse (ns)", p);
-    }
+    println!();
+    println!("ratios to {BASELINE} (median of per-sample ratios, paired within each sample)");
+    println!("{:<40} {:>8}  target", "benchmark", "ratio");
+    row("parse", paired.ratio("parse"), "about 10 ns");
+    row("verify_hit", paired.ratio("verify_hit"), "");
+    row("verify_miss_unknown_kid", paired.ratio("verify_miss_unknown_kid"), "");
+    row("verify_wrong_secret", paired.ratio("verify_wrong_secret"), "");
+    row("authenticate_memory_store_1m", paired.ratio("authenticate_memory_store_1m"), "<= 1.2x");
+    let miss_vs_wrong =
+        paired.ratio("verify_miss_unknown_kid").zip(paired.ratio("verify_wrong_secret")).map(|(a, b)| a / b);
+    row("unknown_kid / wrong_secret", miss_vs_wrong, "0.9-1.1x");
     println!("{:<40} {:>8}", "bytes per stored key at 1M keys", bytes_per_key);
-    println!("{:<40} {:>8}", "allocations per authenticate", per_auth);
-    let _ = KeyFormat::Selector; // the format type is part of the public path above
-    let _ = Lookup::Id;
-}
-
-criterion_group!(benches, bench);
-
-fn main() {
-    benches();
-    criterion::Criterion::default().configure_from_args().final_summary();
+    println!("{:<40} {:>8}", "heap allocations per authenticate", allocs_per_auth);
+    c.final_summary();
 }

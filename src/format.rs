@@ -119,10 +119,24 @@ const B64URL_VALUE: [u8; 256] = {
 };
 
 /// A short ASCII string stored inline (no allocation).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Eq, PartialOrd, Ord)]
 struct Inline<const N: usize> {
     len: u8,
     bytes: [u8; N],
+}
+
+/// Equality without an early exit on the length: an id comparison on the verification path
+/// takes the same time whether or not the lengths match (unused bytes are always zero).
+impl<const N: usize> PartialEq for Inline<N> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.len == other.len) & (self.bytes == other.bytes)
+    }
+}
+
+impl<const N: usize> core::hash::Hash for Inline<N> {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
 }
 
 impl<const N: usize> Inline<N> {
@@ -214,6 +228,10 @@ impl KeyId {
     pub fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
+
+    /// The empty id, which no key has: the id of the record verification compares against when
+    /// the store found none.
+    pub(crate) const NONE: Self = Self(Inline { len: 0, bytes: [0; MAX_ID_LEN] });
 }
 
 impl core::str::FromStr for KeyId {
@@ -434,7 +452,7 @@ impl<'a> ParsedKey<'a> {
         for (w, t) in word.iter_mut().zip(tag) {
             *w = *t;
         }
-        usize::from(kind.0.len) == tag.len() && word == kind.0.bytes
+        (usize::from(kind.0.len) == tag.len()) & (word == kind.0.bytes)
     }
 
     /// The kid as a [`KeyId`], without validating again what `parse` validated.

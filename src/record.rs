@@ -160,7 +160,7 @@ pub struct KeyRecord {
 impl KeyRecord {
     /// A new active record with no restrictions, created at `now`.
     #[must_use]
-    pub fn new(id: KeyId, shape: KeyShape, kind: KeyKind, digest: StoredDigest, now: Timestamp) -> Self {
+    pub const fn new(id: KeyId, shape: KeyShape, kind: KeyKind, digest: StoredDigest, now: Timestamp) -> Self {
         Self {
             id,
             shape,
@@ -176,7 +176,7 @@ impl KeyRecord {
             allowed_models: Vec::new(),
             allowed_providers: Vec::new(),
             allowed_ips: Vec::new(),
-            rate_limit: RateLimits::default(),
+            rate_limit: RateLimits { requests_per_minute: None, tokens_per_minute: None, concurrency: None },
             spend_cap: None,
             metadata: None,
             created_at: now,

@@ -259,14 +259,16 @@ impl fmt::Debug for DigestCheck {
 pub struct Peppers {
     current: Pepper,
     previous: [Option<Pepper>; MAX_PEPPERS - 1],
-    dummy: [u8; DIGEST_LEN],
+    /// Compared against when there is no record: a digest under the current pepper, so the
+    /// comparison takes exactly the path a real record's does.
+    dummy: StoredDigest,
 }
 
 impl Peppers {
     /// A set with one pepper, the current one.
     #[must_use]
     pub fn new(current: Pepper) -> Self {
-        let dummy = current.mac(b"keygate: digest compared on a miss");
+        let dummy = current.digest(b"keygate: digest compared on a miss");
         Self { current, previous: [None, None, None], dummy }
     }
 
@@ -318,46 +320,43 @@ impl Peppers {
     /// the caller computed once (it is also the lookup key of an opaque key).
     ///
     /// Equal work: one HMAC (the one already computed) and one comparison, whether or not there
-    /// is a record and whether or not the secret matches. While a previous pepper is loaded, a
-    /// record under it needs a second HMAC; then every other path computes a second one too, so
-    /// a rotation costs time but does not tell who has a record.
+    /// is a record and whether or not the secret matches; with no record the comparison runs
+    /// against a dummy digest under the current pepper, through the same code path. While a
+    /// previous pepper is loaded, a record under it needs a second HMAC; then every other path
+    /// computes a second one too, so a rotation costs time but does not tell who has a record.
     pub(crate) fn check(
         &self,
         secret: &[u8],
         current_mac: &[u8; DIGEST_LEN],
         stored: Option<&StoredDigest>,
     ) -> DigestCheck {
+        let present = Choice::from(u8::from(stored.is_some()));
+        let stored = stored.unwrap_or(&self.dummy);
         let current = DigestScheme::HmacSha256(self.current.id);
         let second_mac = |secret: &[u8]| {
             if let Some(p) = self.previous().next() {
                 core::hint::black_box(p.mac(secret));
             }
         };
-        // The digest to compare, what it is compared with, whether a match is possible at all,
-        // and whether a match wants migrating to the current pepper.
-        let (candidate, expected, usable, migrate) = match stored {
-            Some(d) if d.scheme == current => {
+        // The digest to compare, whether a match is possible at all, and whether a match wants
+        // migrating to the current pepper.
+        let (candidate, usable, migrate) = match stored.scheme {
+            scheme if scheme == current => {
                 second_mac(secret);
-                (*current_mac, &d.bytes, 1, false)
+                (*current_mac, 1, false)
             }
-            Some(StoredDigest { scheme: DigestScheme::HmacSha256(id), bytes }) => {
-                match self.previous().find(|p| p.id == *id) {
-                    Some(p) => (p.mac(secret), bytes, 1, true),
-                    None => {
-                        second_mac(secret);
-                        (*current_mac, &self.dummy, 0, false)
-                    }
+            DigestScheme::HmacSha256(id) => match self.previous().find(|p| p.id == id) {
+                Some(p) => (p.mac(secret), 1, true),
+                None => {
+                    // A pepper that is not loaded: nothing can match; equal work regardless.
+                    second_mac(secret);
+                    (*current_mac, 0, false)
                 }
-            }
-            Some(StoredDigest { scheme: DigestScheme::Sha256, bytes }) => {
-                (Sha256::digest(secret).into(), bytes, 1, true)
-            }
-            None => {
-                second_mac(secret);
-                (*current_mac, &self.dummy, 0, false)
-            }
+            },
+            DigestScheme::Sha256 => (Sha256::digest(secret).into(), 1, true),
         };
-        if !bool::from(ct_eq_32(&candidate, expected) & Choice::from(usable)) {
+        let matched = ct_eq_32(&candidate, &stored.bytes) & Choice::from(usable) & present;
+        if !bool::from(matched) {
             return DigestCheck::Mismatch;
         }
         DigestCheck::Match { rehash: migrate.then_some(StoredDigest { scheme: current, bytes: *current_mac }) }
@@ -538,7 +537,7 @@ mod tests {
     #[test]
     fn unknown_pepper_never_matches_even_the_dummy() {
         let p = peppers();
-        let stored = StoredDigest { scheme: DigestScheme::HmacSha256(PepperId(9)), bytes: p.dummy };
+        let stored = StoredDigest { scheme: DigestScheme::HmacSha256(PepperId(9)), bytes: p.dummy.bytes };
         assert_eq!(p.verify(b"keygate: digest compared on a miss", Some(&stored)), DigestCheck::Mismatch);
     }
 
