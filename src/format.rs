@@ -231,6 +231,7 @@ impl KeyId {
 
     /// The empty id, which no key has: the id of the record verification compares against when
     /// the store found none.
+    #[cfg(feature = "alloc")]
     pub(crate) const NONE: Self = Self(Inline { len: 0, bytes: [0; MAX_ID_LEN] });
 }
 
@@ -443,6 +444,7 @@ impl<'a> ParsedKey<'a> {
     }
 
     /// Whether this key presents `kind`, compared as one word.
+    #[cfg(feature = "alloc")]
     pub(crate) fn is_kind(&self, kind: KeyKind) -> bool {
         if self.is_opaque() {
             return kind == KeyKind::STANDARD;

@@ -1,6 +1,7 @@
 //! Known-answer vectors. Digests and checksums were computed independently with Python's
 //! `hmac`, `hashlib` and `zlib` modules; generated tokens pin the exact output for a seeded RNG,
 //! so a change to generation is a visible, deliberate change.
+#![cfg(feature = "std")]
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc, clippy::unwrap_used)]
 
 use keygate::{DigestScheme, KeyFormat, KeyKind, OpaqueFormat, Pepper, PepperId, SelectorFormat, StoredDigest};

@@ -1,5 +1,6 @@
 //! The embedded store: compare-and-swap updates, the opaque digest index, stable paging, and
 //! concurrent readers that see a revocation as soon as it is made.
+#![cfg(feature = "std")]
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc, clippy::unwrap_used)]
 
 use std::collections::BTreeSet;

@@ -1,5 +1,6 @@
 //! The verification stage as a user relies on it: the 401 codes, what is revealed when, pepper
 //! rotation with migrate-on-verify, opaque and imported keys, and failing closed.
+#![cfg(feature = "std")]
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc, clippy::unwrap_used)]
 
 use std::sync::Arc;
