@@ -13,7 +13,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use criterion::{Criterion, criterion_group};
 use hmac::{KeyInit, Mac};
 use keygate::{
-    KeyFormat, KeyKind, KeyStore, Lookup, MemoryStore, Pepper, PepperId, Peppers, SelectorFormat, Timestamp, Verifier,
+    KeyFormat, KeyKind, KeyRecord, KeyStore, Lookup, MemoryStore, ModelAllowlist, Pepper, PepperId, Peppers,
+    RequestAttrs, RequiredScopes, Scopes, SelectorFormat, Timestamp, Verifier, authorize,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -53,7 +54,18 @@ fn bench(c: &mut Criterion) {
     let token = tokens[tokens.len() / 2].clone();
     let parsed = verifier.parse(&token).expect("parses");
     let lookup = verifier.lookup(&parsed);
+    // The measured key has a policy: scopes, a model allowlist and an IP allowlist.
+    let mut restricted = KeyRecord::clone(&store.lookup(&lookup).expect("store").expect("present"));
+    restricted.scopes = Scopes::parse("chat:* models:read files:write").expect("scopes");
+    restricted.allowed_models = ModelAllowlist::new(["gpt-4o", "gpt-4o-mini", "claude-3*"]).expect("models");
+    restricted.allowed_ips = vec!["10.0.0.0/8".parse().expect("cidr"), "2001:db8::/32".parse().expect("cidr")];
+    store.replace(restricted.revision, restricted).expect("replace");
     let record = store.lookup(&lookup).expect("store").expect("present");
+    let required: RequiredScopes = "chat:write".parse().expect("scope");
+    let request = RequestAttrs::new()
+        .with_scopes(&required)
+        .with_model("claude-3-5-sonnet")
+        .with_client_ip("::ffff:10.1.2.3".parse().expect("ip"));
     let mut wrong = token.clone();
     wrong.replace_range(token.len() - 2..token.len() - 1, if token.ends_with("AA") { "B" } else { "A" });
     let wrong_parsed = verifier.parse(&wrong).expect("still parses");
@@ -91,13 +103,35 @@ fn bench(c: &mut Criterion) {
     g.bench_function("authenticate_memory_store_1m", |b| {
         b.iter(|| black_box(verifier.authenticate(&store, black_box(&token), now).is_ok()))
     });
+    g.bench_function("verify_hit_policy", |b| {
+        b.iter(|| {
+            let verified = verifier.verify(black_box(&parsed), &lookup, Some(&*record), now);
+            black_box(verified.and_then(|v| authorize(v, black_box(&request), now)).is_ok())
+        })
+    });
+    g.bench_function("authenticate_policy_memory_store_1m", |b| {
+        b.iter(|| {
+            let verified = verifier.authenticate(&store, black_box(&token), now);
+            black_box(verified.and_then(|v| authorize(v, black_box(&request), now)).is_ok())
+        })
+    });
     g.finish();
+    assert!(
+        verifier.authenticate(&store, &token, now).and_then(|v| authorize(v, &request, now)).is_ok(),
+        "the measured request is allowed"
+    );
 
     let allocs = support::ALLOCATIONS.load(Relaxed);
     for _ in 0..1000 {
         black_box(verifier.authenticate(&store, black_box(&token), now).is_ok());
     }
     let per_auth = (support::ALLOCATIONS.load(Relaxed) - allocs) as f64 / 1000.0;
+    let allocs = support::ALLOCATIONS.load(Relaxed);
+    for _ in 0..1000 {
+        let verified = verifier.authenticate(&store, black_box(&token), now);
+        black_box(verified.and_then(|v| authorize(v, black_box(&request), now)).is_ok());
+    }
+    let per_policy = (support::ALLOCATIONS.load(Relaxed) - allocs) as f64 / 1000.0;
 
     support::print_ratios(
         GROUP,
@@ -108,8 +142,19 @@ fn bench(c: &mut Criterion) {
             ("verify_miss_unknown_kid", "within 0.9-1.1x of verify_wrong_secret"),
             ("verify_wrong_secret", ""),
             ("authenticate_memory_store_1m", "<= 1.2x"),
+            ("verify_hit_policy", ""),
+            ("authenticate_policy_memory_store_1m", "<= 1.2x"),
         ],
     );
+    if let (Some(a), Some(b)) =
+        (support::median_ns(GROUP, "verify_hit_policy"), support::median_ns(GROUP, "verify_hit"))
+    {
+        println!(
+            "{:<40} {:>7.1}   ns added by policy (absolute, for orientation only)",
+            "verify_hit_policy - verify_hit",
+            a - b
+        );
+    }
     if let (Some(a), Some(b)) =
         (support::median_ns(GROUP, "verify_miss_unknown_kid"), support::median_ns(GROUP, "verify_wrong_secret"))
     {
@@ -120,6 +165,7 @@ fn bench(c: &mut Criterion) {
     }
     println!("{:<40} {:>8}", "bytes per stored key at 1M keys", bytes_per_key);
     println!("{:<40} {:>8}", "allocations per authenticate", per_auth);
+    println!("{:<40} {:>8}", "allocations per authenticate + policy", per_policy);
     let _ = KeyFormat::Selector; // the format type is part of the public path above
     let _ = Lookup::Id;
 }
