@@ -14,7 +14,10 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use criterion::Criterion;
 use hmac::{KeyInit, Mac};
-use keygate::{KeyKind, KeyStore, MemoryStore, Pepper, PepperId, Peppers, SelectorFormat, Timestamp, Verifier};
+use keygate::{
+    KeyKind, KeyRecord, KeyStore, MemoryStore, ModelAllowlist, Pepper, PepperId, Peppers, RequestAttrs, RequiredScopes,
+    Scopes, SelectorFormat, Timestamp, Verifier, authorize,
+};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use support::{Paired, keep, row};
@@ -49,6 +52,17 @@ fn main() {
 
     let parsed = verifier.parse(&token).unwrap();
     let lookup = verifier.lookup(&parsed);
+    // The measured key has a policy: scopes, a model allowlist and an IP allowlist.
+    let mut restricted = KeyRecord::clone(&store.lookup(&lookup).unwrap().unwrap());
+    restricted.scopes = Scopes::parse("chat:* models:read files:write").unwrap();
+    restricted.allowed_models = ModelAllowlist::new(["gpt-4o", "gpt-4o-mini", "claude-3*"]).unwrap();
+    restricted.allowed_ips = vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()];
+    store.replace(restricted.revision, restricted).unwrap();
+    let required: RequiredScopes = "chat:write".parse().unwrap();
+    let request = RequestAttrs::new()
+        .with_scopes(&required)
+        .with_model("claude-3-5-sonnet")
+        .with_client_ip("::ffff:10.1.2.3".parse().unwrap());
     let wrong = format!("{}{}", &token[..token.len() - 2], if token.ends_with("AA") { "EA" } else { "AA" });
     let wrong_parsed = verifier.parse(&wrong).unwrap();
     let unknown = format!("aistats_v1_sk_{}{}", "Z".repeat(16), &token[30..]);
@@ -105,11 +119,24 @@ fn main() {
             })
         })
     });
+    g.bench_function("authenticate_policy_memory_store_1m", |b| {
+        b.iter_custom(|n| {
+            paired.measure("authenticate_policy_memory_store_1m", n, || {
+                let verified = verifier.authenticate(&store, black_box(&token), now);
+                keep(verified.and_then(|v| authorize(v, black_box(&request), now)).is_ok());
+            })
+        })
+    });
     g.finish();
+    assert!(
+        verifier.authenticate(&store, &token, now).and_then(|v| authorize(v, &request, now)).is_ok(),
+        "the measured request is allowed"
+    );
 
     let allocs = support::ALLOCATIONS.load(Relaxed);
     for _ in 0..1000 {
-        keep(verifier.authenticate(&store, black_box(&token), now).is_ok());
+        let verified = verifier.authenticate(&store, black_box(&token), now);
+        keep(verified.and_then(|v| authorize(v, black_box(&request), now)).is_ok());
     }
     let allocs_per_auth = (support::ALLOCATIONS.load(Relaxed) - allocs) as f64 / 1000.0;
 
@@ -121,10 +148,11 @@ fn main() {
     row("verify_miss_unknown_kid", paired.ratio("verify_miss_unknown_kid"), "");
     row("verify_wrong_secret", paired.ratio("verify_wrong_secret"), "");
     row("authenticate_memory_store_1m", paired.ratio("authenticate_memory_store_1m"), "<= 1.2x");
+    row("authenticate_policy_memory_store_1m", paired.ratio("authenticate_policy_memory_store_1m"), "<= 1.2x");
     let miss_vs_wrong =
         paired.ratio("verify_miss_unknown_kid").zip(paired.ratio("verify_wrong_secret")).map(|(a, b)| a / b);
     row("unknown_kid / wrong_secret", miss_vs_wrong, "0.9-1.1x");
     println!("{:<40} {:>8}", "bytes per stored key at 1M keys", bytes_per_key);
-    println!("{:<40} {:>8}", "heap allocations per authenticate", allocs_per_auth);
+    println!("{:<40} {:>8}", "heap allocations per authenticate + policy", allocs_per_auth);
     c.final_summary();
 }

@@ -8,6 +8,8 @@
 use core::fmt;
 use core::time::Duration;
 
+use crate::RequiredScopes;
+
 /// The stable, machine-readable reason for a denial.
 ///
 /// The string forms (`as_str`) are a public contract: servers put them in the JSON body's
@@ -178,12 +180,26 @@ impl serde::Serialize for DenialCode {
 pub struct Denial {
     code: DenialCode,
     retry_after: Option<Duration>,
+    scopes: Option<RequiredScopes>,
 }
 
 impl Denial {
     /// A denial with `code` and nothing else.
     pub const fn new(code: DenialCode) -> Self {
-        Self { code, retry_after: None }
+        Self { code, retry_after: None, scopes: None }
+    }
+
+    /// The same denial naming the scopes the request required, for the `scope` attribute of
+    /// `insufficient_scope`'s `WWW-Authenticate` header. Held inline (no heap).
+    pub const fn with_required_scopes(mut self, scopes: RequiredScopes) -> Self {
+        self.scopes = Some(scopes);
+        self
+    }
+
+    /// The scopes the request required, if the denial names them.
+    #[must_use]
+    pub const fn required_scopes(&self) -> Option<&RequiredScopes> {
+        self.scopes.as_ref()
     }
 
     /// The same denial with a `Retry-After` duration.
@@ -213,7 +229,7 @@ impl Denial {
     /// `Retry-After` in whole seconds, rounded up (at least 1 when set).
     #[must_use]
     pub fn retry_after_secs(&self) -> Option<u64> {
-        self.retry_after.map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)).map(|s| s.max(1))
+        self.retry_after.map(|d| d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))).map(|s| s.max(1))
     }
 }
 

@@ -1,4 +1,6 @@
-//! HTTP without a framework: reading the bearer token from an `Authorization` header value.
+//! HTTP without a framework: the bearer token in, the status, headers and body of a denial out.
+//!
+//! # Reading the key
 //!
 //! [`bearer_token`] follows RFC 6750 §2.1 (`Authorization: Bearer <b64token>`): the scheme is
 //! case-insensitive, one or more spaces separate it from the token, and whitespace around the
@@ -6,9 +8,38 @@
 //! another scheme carries no bearer key (`missing_api_key`); a bearer value that is not a single
 //! `b64token` (`1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`) or is longer than
 //! any key format accepts is `invalid_api_key`.
+//!
+//! # Answering a denial
+//!
+//! A [`Denial`] gives everything the response needs: [`Denial::status`], [`Denial::headers`]
+//! (`www-authenticate` per RFC 6750 as [`Challenge`] describes, `retry-after`) and
+//! [`Denial::body`], the OpenAI-compatible JSON error. None of it allocates: values implement
+//! [`Display`](core::fmt::Display), so they go into a `String` with `alloc` or into a caller's
+//! buffer with [`write_into`]. With `serde`, [`ErrorBody`] is also `Serialize`.
+//!
+//! ```
+//! use keygate::{bearer_token, ErrorBody, Realm};
+//! let realm = Realm::new("api.example.com")?;
+//! let denial = bearer_token(None).unwrap_err();
+//! assert_eq!(denial.status(), 401);
+//! for header in denial.headers().with_realm(realm) {
+//!     assert_eq!((header.name(), header.value().to_string().as_str()),
+//!                ("www-authenticate", r#"Bearer realm="api.example.com""#));
+//! }
+//! let mut buf = [0u8; ErrorBody::MAX_LEN];
+//! let body = keygate::http::write_into(&mut buf, denial.body())?;
+//! assert!(body.contains(r#""code":"missing_api_key""#));
+//! # Ok::<(), Box<dyn core::error::Error>>(())
+//! ```
 
 use crate::format::MAX_TOKEN_LEN;
 use crate::{Denial, DenialCode};
+
+mod response;
+
+pub use response::{
+    BufferTooSmall, Challenge, DenialHeader, DenialHeaders, ErrorBody, HeaderValue, InvalidRealm, Realm, write_into,
+};
 
 /// Extracts the bearer token from the raw value of an `Authorization` header (`None` if the
 /// request has no such header).

@@ -12,6 +12,7 @@ pub mod cidr;
 pub mod decision;
 pub mod format;
 pub mod http;
+pub mod policy;
 pub mod record;
 pub mod secret;
 pub mod store;
@@ -24,7 +25,16 @@ pub use format::{
     FormatError, GenerateError, GeneratedKey, InvalidKeyId, KeyFormat, KeyId, KeyKind, MAX_TOKEN_LEN, OpaqueFormat,
     ParseError, ParsedKey, SecretToken, SelectorFormat,
 };
-pub use http::bearer_token;
+pub use http::{
+    BufferTooSmall, Challenge, DenialHeader, DenialHeaders, ErrorBody, HeaderValue, InvalidRealm, Realm, bearer_token,
+    write_into,
+};
+#[cfg(feature = "alloc")]
+pub use policy::{
+    Authorized, FREE_SUFFIX, MAX_MODEL_PATTERN_LEN, ModelAllowlist, ModelPattern, ModelPatternError, RequestAttrs,
+    Scope, Scopes, authorize,
+};
+pub use policy::{MAX_REQUIRED_SCOPES, MAX_REQUIRED_SCOPES_LEN, MAX_SCOPE_LEN, RequiredScopes, ScopeError};
 #[cfg(feature = "alloc")]
 pub use record::{InvalidStatus, KeyRecord, KeyShape, KeyStatus, RateLimits, SpendCap, SpendPeriod};
 pub use secret::{

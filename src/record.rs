@@ -14,7 +14,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::{IpCidr, KeyId, KeyKind, StoredDigest, Timestamp};
+use crate::{IpCidr, KeyId, KeyKind, ModelAllowlist, Scopes, StoredDigest, Timestamp};
 
 /// A key's lifecycle state. Revoked is terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -133,11 +133,12 @@ pub struct KeyRecord {
     pub soft_blocked: bool,
     /// The team (workspace) the key belongs to.
     pub team_id: Option<String>,
-    /// Granted scopes, normalised.
-    pub scopes: Vec<String>,
-    /// Models the key may use (exact names or `family*` patterns); empty means any.
-    pub allowed_models: Vec<String>,
-    /// Providers the key may use; empty means any.
+    /// Granted scopes, normalised (see [`Scopes`]).
+    pub scopes: Scopes,
+    /// Models the key may use (exact names or `family*` patterns, see [`ModelAllowlist`]);
+    /// empty means any.
+    pub allowed_models: ModelAllowlist,
+    /// Providers the key may use (exact, case-sensitive names); empty means any.
     pub allowed_providers: Vec<String>,
     /// Client networks the key may be used from; empty means any.
     pub allowed_ips: Vec<IpCidr>,
@@ -172,8 +173,8 @@ impl KeyRecord {
             status: KeyStatus::Active,
             soft_blocked: false,
             team_id: None,
-            scopes: Vec::new(),
-            allowed_models: Vec::new(),
+            scopes: Scopes::new(),
+            allowed_models: ModelAllowlist::empty(),
             allowed_providers: Vec::new(),
             allowed_ips: Vec::new(),
             rate_limit: RateLimits { requests_per_minute: None, tokens_per_minute: None, concurrency: None },
