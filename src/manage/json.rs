@@ -234,8 +234,9 @@ impl Field {
         if self.is_null() {
             return Ok(Patch::Clear);
         }
-        let n = self.integer(1, u64::from(u32::MAX))?;
-        Ok(u32::try_from(n).map_or(Patch::Clear, Patch::Set))
+        let max = u32::MAX;
+        let n = self.integer(1, u64::from(max))?;
+        u32::try_from(n).map(Patch::Set).or_else(|_| self.bad(InvalidValue::OutOfRange { min: 1, max: u64::from(max) }))
     }
 
     fn rate_limit(&self) -> Result<RateLimitPatch, ManageError> {
@@ -597,7 +598,7 @@ impl Serialize for MetadataView<'_> {
 impl Serialize for KeyView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let r = self.record;
-        let mut m = s.serialize_struct("Key", 19)?;
+        let mut m = s.serialize_struct("Key", 19 + usize::from(self.token.is_some()))?;
         m.serialize_field("id", &r.id)?;
         m.serialize_field("name", &r.name)?;
         m.serialize_field("prefix", &r.prefix)?;
