@@ -38,7 +38,7 @@ pub use manage::{
     RateLimitPatch, RotateKey, Rotated, RotationPlan, UpdateKey, Usd, check_create, check_delete, check_get, expire_by,
     plan_create, plan_list, plan_rotation, plan_update, record_use, successor_name,
 };
-#[cfg(all(feature = "alloc", feature = "serde"))]
+#[cfg(feature = "json")]
 pub use manage::{
     DeletedResponse, ErrorResponse, KeyListResponse, KeyResponse, KeyView, ManageRequest, ManageResponse, ManageRoute,
     RotatedResponse,

@@ -1,5 +1,5 @@
 //! Key management: the lifecycle of keys and the AI Stats management API (needs `alloc`; the
-//! JSON and the HTTP handler need `serde`; the last-used tracker needs `std`).
+//! JSON and the HTTP handler need `json`; the last-used tracker needs `std`).
 //!
 //! ```text
 //! caller (Caller: team, scopes, kind) + request (CreateKey, ListKeys, UpdateKey, RotateKey) + now
@@ -47,9 +47,9 @@ mod request;
 mod rules;
 
 pub use error::{InvalidValue, MAX_ECHOED_NAME, ManageError};
-#[cfg(feature = "serde")]
+#[cfg(feature = "json")]
 pub use handler::{ManageRequest, ManageResponse, ManageRoute};
-#[cfg(feature = "serde")]
+#[cfg(feature = "json")]
 pub use json::{DeletedResponse, ErrorResponse, KeyListResponse, KeyResponse, KeyView, RotatedResponse};
 #[cfg(feature = "std")]
 pub use last_used::{Flushed, LastUsed};

@@ -1,7 +1,7 @@
 //! The management API's JSON through the framework-free handler: golden bodies for the AI Stats
 //! documentation's requests, the envelopes, OpenAI-compatible errors naming their field, exact
 //! money, metadata bounds, team isolation, and the full key appearing only where it must.
-#![cfg(all(feature = "std", feature = "serde"))]
+#![cfg(all(feature = "std", feature = "json"))]
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc, clippy::unwrap_used)]
 
 use keygate::{

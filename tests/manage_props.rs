@@ -1,7 +1,7 @@
 //! Property tests of key management: paging through the handler with any page sizes visits
 //! every key exactly once; money survives text → micro-dollars → JSON exactly; and a caller can
 //! grant exactly the scopes its own scopes cover.
-#![cfg(all(feature = "std", feature = "serde"))]
+#![cfg(all(feature = "std", feature = "json"))]
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc, clippy::unwrap_used)]
 
 use std::collections::BTreeSet;

@@ -1,6 +1,6 @@
-//! A framework-free HTTP handler for the management endpoints (needs `serde`).
+//! A framework-free HTTP handler for the management endpoints (needs `json`).
 
-#![cfg(feature = "serde")]
+#![cfg(feature = "json")]
 
 use alloc::string::String;
 use core::fmt;

@@ -1,4 +1,4 @@
-//! The management API's JSON: request bodies in, key views and envelopes out (needs `serde`).
+//! The management API's JSON: request bodies in, key views and envelopes out (needs `json`).
 //!
 //! Request bodies are read in two steps: serde_json splits the object into its fields, each
 //! kept as raw JSON text ([`RawValue`]); then every field is decoded by its own rule. This is
@@ -6,7 +6,7 @@
 //! names, tell `null` from absent, and read money and metadata from their exact text, never
 //! through a floating-point number (and without serde_json's global `arbitrary_precision`).
 
-#![cfg(feature = "serde")]
+#![cfg(feature = "json")]
 
 use alloc::boxed::Box;
 use alloc::format;

@@ -35,7 +35,7 @@ pub enum MetadataError {
 /// [`MAX_METADATA_DEPTH`] levels, stored as text in [`KeyRecord::metadata`](crate::KeyRecord).
 ///
 /// [`Metadata::parse`] validates the full JSON grammar (RFC 8259) without a JSON library, so the
-/// rule is the same with or without `serde`, and keeps the text compact: whitespace between
+/// rule is the same with or without the `json` feature, and keeps the text compact: whitespace between
 /// tokens is dropped, while strings and numbers are kept exactly as written (no number is ever
 /// rounded through a float).
 ///
