@@ -12,6 +12,7 @@ pub mod cidr;
 pub mod decision;
 pub mod format;
 pub mod http;
+pub mod manage;
 pub mod policy;
 pub mod record;
 pub mod secret;
@@ -29,6 +30,21 @@ pub use http::{
     BufferTooSmall, Challenge, DenialHeader, DenialHeaders, ErrorBody, HeaderValue, InvalidRealm, Realm, bearer_token,
     write_into,
 };
+#[cfg(feature = "alloc")]
+pub use manage::{
+    Access, Caller, CreateKey, CreatedKey, DEFAULT_PAGE, InvalidValue, KeyPage, ListKeys, MAX_ALLOWED_IPS,
+    MAX_ECHOED_NAME, MAX_METADATA_DEPTH, MAX_METADATA_LEN, MAX_NAME_LEN, MAX_PROVIDER_LEN, MAX_PROVIDERS,
+    MAX_TEAM_ID_LEN, MAX_USD_MICROS, ManageConfig, ManageError, Manager, Metadata, MetadataError, MoneyError, Patch,
+    RateLimitPatch, RotateKey, Rotated, RotationPlan, UpdateKey, Usd, check_create, check_delete, check_get, expire_by,
+    plan_create, plan_list, plan_rotation, plan_update, record_use, successor_name,
+};
+#[cfg(feature = "json")]
+pub use manage::{
+    DeletedResponse, ErrorResponse, KeyListResponse, KeyResponse, KeyView, ManageRequest, ManageResponse, ManageRoute,
+    RotatedResponse,
+};
+#[cfg(feature = "std")]
+pub use manage::{Flushed, LastUsed};
 #[cfg(feature = "alloc")]
 pub use policy::{
     Authorized, FREE_SUFFIX, MAX_MODEL_PATTERN_LEN, ModelAllowlist, ModelPattern, ModelPatternError, RequestAttrs,

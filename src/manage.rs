@@ -1,0 +1,66 @@
+//! Key management: the lifecycle of keys and the AI Stats management API (needs `alloc`; the
+//! JSON and the HTTP handler need `json`; the last-used tracker needs `std`).
+//!
+//! ```text
+//! caller (Caller: team, scopes, kind) + request (CreateKey, ListKeys, UpdateKey, RotateKey) + now
+//!   ──► rules: check_create / plan_create, plan_list, check_get, plan_update, check_delete,
+//!       plan_rotation   (pure: existing records in, records to write out, or a ManageError)
+//!   ──► a driver: Manager over a KeyStore (sync; compare-and-swap with bounded retries)
+//!   ──► JSON: CreateKey::from_json ..., KeyView, KeyResponse, KeyListResponse, ErrorResponse
+//!   ──► HTTP: Manager::handle(caller, ManageRequest, now, rng) ──► ManageResponse {status, body}
+//! ```
+//!
+//! # The rules
+//!
+//! - **Who.** Only management keys manage keys. A caller with a team sees and changes only its
+//!   team's keys; any other key answers 404 exactly as a missing one does. A caller without a
+//!   team is an operator credential and sees every team. Reads need the `read` scope, writes
+//!   `write` (configurable in [`ManageConfig`]).
+//! - **No escalation.** Every scope a caller gives a key must be within its own (wildcards
+//!   included: `keys:*` may grant `keys:read` and `keys:admin:*`, never `*`), and a caller
+//!   changes, rotates or deletes only keys whose scopes are within its own.
+//! - **Revoked is terminal.** A revoked key cannot be re-activated; only its name and
+//!   metadata may still change.
+//! - **Validation.** Every field is validated before anything is written, and an error names
+//!   the field (`param`) and says why. Unknown and repeated fields are refused.
+//! - **Concurrency.** An update reads the key, plans the change and writes it with
+//!   compare-and-swap on the revision; on a conflict it re-reads and re-applies (an update is a
+//!   set of field assignments), up to [`ManageConfig::cas_attempts`] times, then answers 409.
+//! - **Rotation.** A successor with the same configuration, named `name-v2`, `-v3`, ...; with
+//!   an overlap window the old key expires by itself when it ends (its expiry only ever moves
+//!   earlier). [`LastUsed`] records when keys are used, so an operator can see
+//!   the old key go idle before revoking it.
+//!
+//! An asynchronous store reuses the rules: read the record, call the `plan_*` function, write
+//! what it returns.
+
+#![cfg(feature = "alloc")]
+
+mod error;
+mod handler;
+mod json;
+mod last_used;
+mod metadata;
+mod money;
+mod ops;
+mod request;
+mod rules;
+
+pub use error::{InvalidValue, MAX_ECHOED_NAME, ManageError};
+#[cfg(feature = "json")]
+pub use handler::{ManageRequest, ManageResponse, ManageRoute};
+#[cfg(feature = "json")]
+pub use json::{DeletedResponse, ErrorResponse, KeyListResponse, KeyResponse, KeyView, RotatedResponse};
+#[cfg(feature = "std")]
+pub use last_used::{Flushed, LastUsed};
+pub use metadata::{MAX_METADATA_DEPTH, MAX_METADATA_LEN, Metadata, MetadataError};
+pub use money::{MAX_USD_MICROS, MoneyError, Usd};
+pub use ops::{CreatedKey, KeyPage, Manager, Rotated};
+pub use request::{
+    CreateKey, DEFAULT_PAGE, ListKeys, MAX_ALLOWED_IPS, MAX_NAME_LEN, MAX_PROVIDER_LEN, MAX_PROVIDERS, MAX_TEAM_ID_LEN,
+    Patch, RateLimitPatch, RotateKey, UpdateKey,
+};
+pub use rules::{
+    Access, Caller, ManageConfig, RotationPlan, check_create, check_delete, check_get, expire_by, plan_create,
+    plan_list, plan_rotation, plan_update, record_use, successor_name,
+};

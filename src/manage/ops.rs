@@ -1,0 +1,301 @@
+//! The management operations over a synchronous [`KeyStore`]: thin drivers around the rules.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+
+use rand_core::TryCryptoRng;
+
+use super::rules::{
+    check_create, check_delete, check_get, expire_by, plan_create, plan_list, plan_rotation, plan_update,
+};
+use super::{Access, Caller, CreateKey, ListKeys, ManageConfig, ManageError, RotateKey, UpdateKey};
+use crate::{
+    GeneratedKey, KeyId, KeyKind, KeyRecord, KeyStatus, KeyStore, SecretToken, StoreError, Timestamp, Verifier,
+};
+
+/// The key management API over a [`KeyStore`]: create, list, get, update, rotate and delete,
+/// for a [`Caller`], by the rules of [`Caller`] and the `plan_*` functions.
+///
+/// Every operation checks the caller's access first, then reads what it needs, lets the pure
+/// rules decide, and writes the result. Updates are compare-and-swap on the record's revision:
+/// on a concurrent change the update re-reads the key and applies itself again (an update is a
+/// set of field assignments, so it means the same on the newer record), up to
+/// [`ManageConfig::cas_attempts`] times, then answers [`ManageError::Conflict`] (409).
+///
+/// ```
+/// use keygate::{Caller, CreateKey, KeyStatus, ListKeys, Manager, MemoryStore, OsRng, Pepper,
+///               PepperId, Peppers, Scopes, SelectorFormat, Timestamp, UpdateKey, Verifier};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let verifier = Verifier::new(SelectorFormat::new("aistats")?, Peppers::new(Pepper::new(PepperId(1), &[7; 32])?));
+/// let manager = Manager::new(MemoryStore::new(), verifier);
+/// let operator = Caller::operator();
+/// let now = Timestamp::now();
+///
+/// let mut request = CreateKey::new("ci deploy");
+/// request.scopes = Scopes::parse("read write")?;
+/// let created = manager.create(&operator, &request, now, &mut OsRng)?;
+/// let token = created.token().expose_secret(); // show it once; it is not stored
+/// assert!(token.starts_with(created.record().prefix.as_str()));
+///
+/// let mut disable = UpdateKey::default();
+/// disable.status = Some(KeyStatus::Disabled);
+/// let updated = manager.update(&operator, &created.record().id, &disable, now)?;
+/// assert_eq!(updated.status, KeyStatus::Disabled);
+/// assert_eq!(manager.list(&operator, &ListKeys::default())?.total, 1);
+/// # Ok(()) }
+/// ```
+pub struct Manager<S> {
+    store: S,
+    verifier: Verifier,
+    config: ManageConfig,
+}
+
+impl<S> Manager<S> {
+    /// A manager over `store`, issuing keys with `verifier`'s primary format and pepper, with
+    /// the default [`ManageConfig`].
+    #[must_use]
+    pub fn new(store: S, verifier: Verifier) -> Self {
+        Self { store, verifier, config: ManageConfig::default() }
+    }
+
+    /// The same manager with `config`.
+    #[must_use]
+    pub fn with_config(mut self, config: ManageConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The verifier keys are issued with.
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ManageConfig {
+        &self.config
+    }
+}
+
+impl<S> fmt::Debug for Manager<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Manager")
+            .field("verifier", &self.verifier)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: KeyStore> Manager<S> {
+    /// Creates a key. The result holds the full token: return it to the caller once, it is
+    /// never stored and cannot be shown again.
+    ///
+    /// # Errors
+    ///
+    /// As [`check_create`](crate::check_create); [`ManageError::Generate`] if the RNG fails;
+    /// [`ManageError::Conflict`] if the id exists (practically never); [`ManageError::Store`].
+    pub fn create<G: TryCryptoRng + ?Sized>(
+        &self,
+        caller: &Caller,
+        request: &CreateKey,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<CreatedKey, ManageError> {
+        check_create(caller, &self.config, request, now)?;
+        let (key, issued) = self.verifier.issue(rng, request.kind, now)?;
+        let record = plan_create(caller, &self.config, request, issued, now)?;
+        let record = self.store.insert(record)?;
+        Ok(CreatedKey { record, key })
+    }
+
+    /// One page of the keys the caller sees, in the stable order (creation time, then id).
+    ///
+    /// # Errors
+    ///
+    /// As [`plan_list`](crate::plan_list); [`ManageError::Store`].
+    pub fn list(&self, caller: &Caller, request: &ListKeys) -> Result<KeyPage, ManageError> {
+        let query = plan_list(caller, &self.config, request)?;
+        let page = self.store.list(&query)?;
+        Ok(KeyPage { records: page.records, total: page.total, limit: query.limit, offset: query.offset })
+    }
+
+    /// The key `id`, if the caller sees it.
+    ///
+    /// # Errors
+    ///
+    /// [`ManageError::NotFound`] (also for another team's key); the access errors of
+    /// [`Caller::authorize`]; [`ManageError::Store`].
+    pub fn get(&self, caller: &Caller, id: &KeyId) -> Result<Arc<KeyRecord>, ManageError> {
+        caller.authorize(Access::Read, &self.config)?;
+        let found = self.store.get(id)?;
+        check_get(caller, &self.config, found.as_deref())?;
+        found.ok_or(ManageError::NotFound)
+    }
+
+    /// Applies `request` to the key `id`, with compare-and-swap (see the type's docs). An
+    /// update that changes nothing writes nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`plan_update`](crate::plan_update); [`ManageError::Conflict`] when the key kept
+    /// changing concurrently; [`ManageError::Store`].
+    pub fn update(
+        &self,
+        caller: &Caller,
+        id: &KeyId,
+        request: &UpdateKey,
+        now: Timestamp,
+    ) -> Result<Arc<KeyRecord>, ManageError> {
+        caller.authorize(Access::Write, &self.config)?;
+        for _ in 0..self.config.cas_attempts.max(1) {
+            let found = self.store.get(id)?;
+            let Some(new) = plan_update(caller, &self.config, found.as_deref(), request, now)? else {
+                return found.ok_or(ManageError::NotFound);
+            };
+            let expected = found.map_or(0, |r| r.revision);
+            match self.store.replace(expected, new) {
+                Ok(stored) => return Ok(stored),
+                Err(StoreError::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ManageError::Conflict)
+    }
+
+    /// Deletes the key `id`, returning its last record. Prefer revoking (an update to
+    /// `revoked`), which keeps the record for audit and answers `revoked_api_key`.
+    ///
+    /// The rules are checked against the record read just before the delete.
+    ///
+    /// # Errors
+    ///
+    /// As [`check_delete`](crate::check_delete); [`ManageError::Store`].
+    pub fn delete(&self, caller: &Caller, id: &KeyId) -> Result<Arc<KeyRecord>, ManageError> {
+        caller.authorize(Access::Write, &self.config)?;
+        let found = self.store.get(id)?;
+        check_delete(caller, &self.config, found.as_deref())?;
+        Ok(self.store.delete(id)?)
+    }
+
+    /// Rotates the key `id`: issues a successor with the same configuration (see
+    /// [`plan_rotation`](crate::plan_rotation)) and, with an overlap window, makes the old key
+    /// expire at `now + overlap` (compare-and-swap, never extending an earlier expiry).
+    ///
+    /// The successor is inserted first and the old key re-read after: if the old key was revoked
+    /// or deleted meanwhile, or its expiry cannot be set, the successor is deleted again and the
+    /// rotation fails, so a rotation never leaves a successor whose token nobody received.
+    ///
+    /// # Errors
+    ///
+    /// As [`plan_rotation`](crate::plan_rotation); [`ManageError::Generate`];
+    /// [`ManageError::Conflict`]; [`ManageError::Store`].
+    pub fn rotate<G: TryCryptoRng + ?Sized>(
+        &self,
+        caller: &Caller,
+        id: &KeyId,
+        request: &RotateKey,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<Rotated, ManageError> {
+        caller.authorize(Access::Write, &self.config)?;
+        let found = self.store.get(id)?;
+        let kind = found.as_ref().map_or(KeyKind::STANDARD, |r| r.kind);
+        let (key, issued) = self.verifier.issue(rng, kind, now)?;
+        let plan = plan_rotation(caller, &self.config, found.as_deref(), request, issued, now)?;
+        let record = self.store.insert(plan.successor)?;
+        match self.settle_old(id, plan.old_expires_at, now) {
+            Ok(previous) => Ok(Rotated { key: CreatedKey { record, key }, previous }),
+            Err(e) => {
+                // Best effort: the successor's token is never handed out, so it must not stay.
+                let _ = self.store.delete(&record.id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Re-reads the rotated key and sets its expiry, with compare-and-swap.
+    fn settle_old(&self, id: &KeyId, at: Option<Timestamp>, now: Timestamp) -> Result<Arc<KeyRecord>, ManageError> {
+        for _ in 0..self.config.cas_attempts.max(1) {
+            let current = self.store.get(id)?.ok_or(ManageError::NotFound)?;
+            if current.status == KeyStatus::Revoked {
+                return Err(ManageError::Revoked);
+            }
+            let Some(new) = at.and_then(|at| expire_by(&current, at, now)) else { return Ok(current) };
+            match self.store.replace(current.revision, new) {
+                Ok(stored) => return Ok(stored),
+                Err(StoreError::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ManageError::Conflict)
+    }
+}
+
+/// A newly created key: its stored record and the full token, to be shown exactly once.
+///
+/// `Debug` shows the record and the token's public parts, never the token.
+pub struct CreatedKey {
+    record: Arc<KeyRecord>,
+    key: GeneratedKey,
+}
+
+impl CreatedKey {
+    /// The stored record.
+    #[must_use]
+    pub fn record(&self) -> &Arc<KeyRecord> {
+        &self.record
+    }
+
+    /// The full token (zeroized on drop). Return it to its owner; never log it.
+    #[must_use]
+    pub fn token(&self) -> &SecretToken {
+        self.key.token()
+    }
+}
+
+impl fmt::Debug for CreatedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedKey").field("record", &self.record).field("key", &self.key).finish()
+    }
+}
+
+/// The result of a rotation: the successor (with its token, shown once) and the old key's
+/// record after the rotation.
+#[derive(Debug)]
+pub struct Rotated {
+    key: CreatedKey,
+    previous: Arc<KeyRecord>,
+}
+
+impl Rotated {
+    /// The successor.
+    #[must_use]
+    pub fn key(&self) -> &CreatedKey {
+        &self.key
+    }
+
+    /// The old key's record (with its new expiry, if the rotation set one).
+    #[must_use]
+    pub fn previous(&self) -> &Arc<KeyRecord> {
+        &self.previous
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyPage {
+    /// The keys of this page, in the stable order.
+    pub records: Vec<Arc<KeyRecord>>,
+    /// How many keys the listing has in all.
+    pub total: usize,
+    /// The page size asked for.
+    pub limit: usize,
+    /// The offset asked for.
+    pub offset: usize,
+}
