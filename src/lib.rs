@@ -59,7 +59,7 @@ pub use secret::{
 #[cfg(feature = "std")]
 pub use store::MemoryStore;
 #[cfg(feature = "alloc")]
-pub use store::{KeyStore, ListQuery, MAX_PAGE, Page, StoreError};
+pub use store::{AsyncKeyStore, KeyStore, ListQuery, MAX_PAGE, Page, Ready, StoreError};
 pub use time::{Date, Timestamp, TimestampError};
 #[cfg(feature = "alloc")]
 pub use verify::Verified;

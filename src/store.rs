@@ -21,8 +21,10 @@ use alloc::vec::Vec;
 
 use crate::{KeyId, KeyRecord, Lookup};
 
+mod async_store;
 #[cfg(feature = "std")]
 mod memory;
+pub use async_store::{AsyncKeyStore, Ready};
 #[cfg(feature = "std")]
 pub use memory::MemoryStore;
 

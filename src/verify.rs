@@ -176,7 +176,7 @@ mod with_alloc {
     use crate::format::{GenerateError, GeneratedKey, KeyFormat, KeyKind, ParsedKey};
     use crate::record::{KeyRecord, KeyShape, KeyStatus};
     use crate::secret::{DigestCheck, DigestScheme, StoredDigest};
-    use crate::store::{KeyStore, StoreError};
+    use crate::store::{AsyncKeyStore, KeyStore, StoreError};
     use crate::{Denial, DenialCode, Timestamp};
 
     /// Proof that a presented key's secret matched its record and the key is usable now.
@@ -319,6 +319,40 @@ mod with_alloc {
             let verified = self.verify(&key, &lookup, record, now)?;
             if let Some(new) = verified.rehash {
                 migrate(store, verified.record(), new);
+            }
+            Ok(verified)
+        }
+
+        /// [`Verifier::authenticate`] over an asynchronous store: the same stage, awaiting each
+        /// lookup (and the migration write, if a key wants one).
+        ///
+        /// # Errors
+        ///
+        /// As [`Verifier::authenticate`].
+        pub async fn authenticate_async<S: AsyncKeyStore + ?Sized>(
+            &self,
+            store: &S,
+            token: &str,
+            now: Timestamp,
+        ) -> Result<Verified<Arc<KeyRecord>>, Denial> {
+            let key = self.parse(token).map_err(|_| Denial::new(DenialCode::InvalidApiKey))?;
+            let unavailable = |_: StoreError| Denial::new(DenialCode::AuthUnavailable);
+            let mut lookup = self.lookup(&key);
+            let mut record = store.lookup(&lookup).await.map_err(unavailable)?;
+            if record.is_none() && key.is_opaque() {
+                for fallback in self.fallback_lookups(&key) {
+                    if let Some(r) = store.lookup(&fallback).await.map_err(unavailable)? {
+                        (lookup, record) = (fallback, Some(r));
+                        break;
+                    }
+                }
+            }
+            let verified = self.verify(&key, &lookup, record, now)?;
+            if let Some(new) = verified.rehash {
+                let mut migrated = verified.record().clone();
+                migrated.digest = new;
+                // A conflict means another request migrated it first; either way is fine.
+                let _ = store.replace(verified.record().revision, migrated).await;
             }
             Ok(verified)
         }

@@ -214,3 +214,32 @@ fn a_failing_store_fails_closed() {
     // A malformed token needs no store and is still just invalid.
     assert_eq!(code(v.authenticate(&Down, "nope", NOW)), Some(DenialCode::InvalidApiKey));
 }
+
+/// The async driver agrees with the sync one, on a store whose futures are ready at once.
+#[test]
+fn the_async_driver_agrees() {
+    use keygate::Ready;
+    let v = verifier(Peppers::new(pepper(2)).with_previous(pepper(1)).unwrap());
+    let store = Ready(MemoryStore::new());
+    let old = verifier(Peppers::new(pepper(1)));
+    let (token, record) = issue(&old, &store.0, 1);
+    let run = |t: &str| block_on(v.authenticate_async(&store, t, NOW));
+    let verified = run(&token).unwrap();
+    assert_eq!(verified.id(), record.id);
+    assert!(verified.rehash().is_some(), "migrated on verify");
+    assert!(run(&token).unwrap().rehash().is_none());
+    assert_eq!(code(run("aistats_v1_sk_nope")), Some(DenialCode::InvalidApiKey));
+    set(&store.0, &record.id, |r| r.status = KeyStatus::Revoked);
+    assert_eq!(code(run(&token)), Some(DenialCode::RevokedApiKey));
+}
+
+/// Polls a future whose I/O is ready at once (no executor needed).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+            return out;
+        }
+    }
+}
