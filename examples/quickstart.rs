@@ -12,7 +12,8 @@ use keygate::{
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The pepper comes from configuration (a file, an environment variable), never from the store.
-    let pepper = Pepper::from_encoded(PepperId(1), "6b657967617465207175696b7374617274207065707065722c203332206279746573")?;
+    let pepper =
+        Pepper::from_encoded(PepperId(1), "6b657967617465207175696b7374617274207065707065722c203332206279746573")?;
     let verifier = Verifier::new(SelectorFormat::new("aistats")?, Peppers::new(pepper));
     let store = MemoryStore::new();
     let now = Timestamp::now();

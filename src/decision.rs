@@ -8,6 +8,8 @@
 use core::fmt;
 use core::time::Duration;
 
+use crate::limit::RateLimitStatus;
+
 /// The stable, machine-readable reason for a denial.
 ///
 /// The string forms (`as_str`) are a public contract: servers put them in the JSON body's
@@ -178,18 +180,31 @@ impl serde::Serialize for DenialCode {
 pub struct Denial {
     code: DenialCode,
     retry_after: Option<Duration>,
+    rate_limit: Option<RateLimitStatus>,
 }
 
 impl Denial {
     /// A denial with `code` and nothing else.
     pub const fn new(code: DenialCode) -> Self {
-        Self { code, retry_after: None }
+        Self { code, retry_after: None, rate_limit: None }
     }
 
     /// The same denial with a `Retry-After` duration.
     pub const fn with_retry_after(mut self, after: Duration) -> Self {
         self.retry_after = Some(after);
         self
+    }
+
+    /// The same denial with the `x-ratelimit-*` status of the key's rate limits (429s).
+    pub const fn with_rate_limit(mut self, status: RateLimitStatus) -> Self {
+        self.rate_limit = Some(status);
+        self
+    }
+
+    /// The status of the key's rate limits, for the `x-ratelimit-*` headers, if known.
+    #[must_use]
+    pub const fn rate_limit(&self) -> Option<&RateLimitStatus> {
+        self.rate_limit.as_ref()
     }
 
     /// The stable code.

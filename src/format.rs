@@ -425,6 +425,7 @@ impl<'a> ParsedKey<'a> {
     }
 
     /// Whether this key presents `kind`, compared as one word.
+    #[cfg(feature = "alloc")]
     pub(crate) fn is_kind(&self, kind: KeyKind) -> bool {
         if self.is_opaque() {
             return kind == KeyKind::STANDARD;

@@ -12,6 +12,7 @@ pub mod cidr;
 pub mod decision;
 pub mod format;
 pub mod http;
+pub mod limit;
 pub mod record;
 pub mod secret;
 pub mod store;
@@ -25,8 +26,16 @@ pub use format::{
     ParseError, ParsedKey, SecretToken, SelectorFormat,
 };
 pub use http::bearer_token;
+#[cfg(feature = "std")]
+pub use limit::MemoryLimitStore;
 #[cfg(feature = "alloc")]
-pub use record::{InvalidStatus, KeyRecord, KeyShape, KeyStatus, RateLimits, SpendCap, SpendPeriod};
+pub use limit::{Admission, LimitRequest, Limiter, Usage};
+pub use limit::{
+    Applied, CellId, CellState, Gcra, HeaderValue, LimitBatch, LimitError, LimitName, LimitOp, LimitStatus, LimitStore,
+    MAX_CELLS, MAX_STATE, NotUntil, OpenAiDuration, RateLimitHeaders, RateLimitStatus, Refused,
+};
+#[cfg(feature = "alloc")]
+pub use record::{Credits, InvalidStatus, KeyRecord, KeyShape, KeyStatus, RateLimits, SpendCap, SpendPeriod};
 pub use secret::{
     DIGEST_LEN, DigestCheck, DigestScheme, Pepper, PepperError, PepperId, Peppers, StoredDigest, ct_eq_32,
 };

@@ -1,0 +1,264 @@
+//! The generic cell rate algorithm, as `governor` implements it, as pure functions of the state.
+//!
+//! A limit of `amount` units per `period` admits one unit every *emission interval*
+//! `t = period / amount` (truncated to whole nanoseconds, at least 1 ns, as governor's
+//! `Quota::per_minute` computes it) and lets `burst` units through at once: the *tolerance*
+//! `tau = t · (burst − 1)`. The whole state of a limit is one number, the theoretical arrival time
+//! (TAT): the instant at which the limit would be back to full if nothing else arrived. A state of
+//! `0` means "never used", which is the same as any TAT at or before `now`.
+//!
+//! A request of `n` units at `t0` is admitted iff `t0 >= tat + t·(n − 1) − tau`; it then sets
+//! `tat = max(tat, t0) + t·n`. A request of more units than the burst can never be admitted
+//! (governor's `InsufficientCapacity`): the answer is a [`NotUntil`] without an instant.
+
+use core::time::Duration;
+
+use crate::Timestamp;
+
+/// The largest value a limit's state holds: `i64::MAX`, so that every value fits a signed 64-bit
+/// integer (Redis's integers) and the top bit stays free for a store's own use.
+///
+/// For a rate limit the state is a TAT in nanoseconds since the epoch, so limits work until
+/// 2262-04-11 (later instants saturate here).
+pub const MAX_STATE: u64 = i64::MAX.unsigned_abs();
+
+/// A rate limit's parameters: `amount` units per `period`, with a burst capacity.
+///
+/// ```
+/// use core::time::Duration;
+/// use keygate::{Gcra, Timestamp};
+///
+/// // 3 requests per minute, all three at once if the key was idle.
+/// let rpm = Gcra::per_minute(3);
+/// assert_eq!(rpm.emission_interval(), Duration::from_secs(20));
+/// let now = Timestamp::from_unix_secs(1_000);
+/// let mut tat = 0; // never used
+/// for _ in 0..3 {
+///     tat = rpm.check(tat, now, 1).expect("within the burst");
+/// }
+/// let refused = rpm.check(tat, now, 1).unwrap_err();
+/// assert_eq!(refused.wait_time_from(now), Some(Duration::from_secs(20)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Gcra {
+    /// Emission interval in nanoseconds; 0 for a limit of zero units (refuses everything).
+    t: u64,
+    /// Tolerance in nanoseconds: `t · (burst − 1)`.
+    tau: u64,
+    amount: u32,
+    burst: u32,
+}
+
+impl Gcra {
+    /// `amount` units per `period`, with a burst of `amount` (governor's default: an idle key may
+    /// spend a whole period's allowance at once). A limit of 0 units refuses every request.
+    #[must_use]
+    pub const fn new(amount: u32, period: Duration) -> Self {
+        let t = if amount == 0 {
+            0
+        } else {
+            let nanos = period.as_nanos() / amount as u128;
+            if nanos == 0 {
+                1
+            } else if nanos > MAX_STATE as u128 {
+                MAX_STATE
+            } else {
+                #[allow(clippy::cast_possible_truncation)] // checked above
+                let n = nanos as u64;
+                n
+            }
+        };
+        Self { t, tau: 0, amount, burst: 0 }.with_burst(amount)
+    }
+
+    /// `amount` units per minute (requests per minute, tokens per minute).
+    #[must_use]
+    pub const fn per_minute(amount: u32) -> Self {
+        Self::new(amount, Duration::from_secs(60))
+    }
+
+    /// `amount` units per second.
+    #[must_use]
+    pub const fn per_second(amount: u32) -> Self {
+        Self::new(amount, Duration::from_secs(1))
+    }
+
+    /// The same rate with a burst capacity of `burst` units (at least 1).
+    #[must_use]
+    pub const fn with_burst(mut self, burst: u32) -> Self {
+        let burst = if burst == 0 { 1 } else { burst };
+        self.burst = burst;
+        self.tau = self.t.saturating_mul((burst - 1) as u64);
+        if self.tau > MAX_STATE {
+            self.tau = MAX_STATE;
+        }
+        self
+    }
+
+    /// The configured amount per period (what `x-ratelimit-limit-*` reports).
+    #[must_use]
+    pub const fn amount(&self) -> u32 {
+        self.amount
+    }
+
+    /// How many units an idle key may use at once.
+    #[must_use]
+    pub const fn burst(&self) -> u32 {
+        self.burst
+    }
+
+    /// The time one unit takes to replenish.
+    #[must_use]
+    pub const fn emission_interval(&self) -> Duration {
+        Duration::from_nanos(self.t)
+    }
+
+    /// Whether this limit refuses everything (0 units per period).
+    #[must_use]
+    pub const fn is_closed(&self) -> bool {
+        self.t == 0
+    }
+
+    /// Tests `cost` units at `now` against the state `tat` (0 if never used).
+    ///
+    /// Returns the new state when admitted. A `cost` of 0 consumes nothing and is admitted iff one
+    /// unit would be: a key in debt (after a reconciliation charged more than the estimate) is
+    /// refused even a request that estimates nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`NotUntil`] when refused: with the earliest instant a retry can succeed, or without one when
+    /// `cost` exceeds the burst or the limit is 0 units (a retry never succeeds).
+    pub const fn check(&self, tat: u64, now: Timestamp, cost: u32) -> Result<u64, NotUntil> {
+        if self.is_closed() {
+            return Err(NotUntil::NEVER);
+        }
+        let t0 = clamp(now.unix_nanos());
+        let n = if cost == 0 { 1 } else { cost };
+        let additional = self.t.saturating_mul((n - 1) as u64);
+        if additional > self.tau {
+            return Err(NotUntil::NEVER);
+        }
+        let tat_eff = if tat == 0 { t0 } else { tat };
+        let earliest = tat_eff.saturating_add(additional).saturating_sub(self.tau);
+        if t0 < earliest {
+            return Err(NotUntil { earliest: Some(Timestamp::from_unix_nanos(earliest)) });
+        }
+        if cost == 0 {
+            return Ok(tat);
+        }
+        let base = if tat_eff > t0 { tat_eff } else { t0 };
+        Ok(clamp(base.saturating_add(self.t).saturating_add(additional)))
+    }
+
+    /// Charges `units` unconditionally (usage that already happened): the new state.
+    #[must_use]
+    pub const fn charge(&self, tat: u64, now: Timestamp, units: u64) -> u64 {
+        let t0 = clamp(now.unix_nanos());
+        let base = if tat > t0 { tat } else { t0 };
+        clamp(base.saturating_add(self.t.saturating_mul(units)))
+    }
+
+    /// Gives back `units` charged earlier: the new state. Never below `now` (a refund cannot
+    /// create capacity beyond a full burst) and never negative; a state already in the past is
+    /// left as it is.
+    #[must_use]
+    pub const fn refund(&self, tat: u64, now: Timestamp, units: u64) -> u64 {
+        let t0 = clamp(now.unix_nanos());
+        if tat <= t0 {
+            return tat;
+        }
+        let back = tat.saturating_sub(self.t.saturating_mul(units));
+        if back > t0 { back } else { t0 }
+    }
+
+    /// The limit's status at `now` for the state `tat`: what the `x-ratelimit-*` headers report.
+    #[must_use]
+    pub const fn status(&self, tat: u64, now: Timestamp) -> LimitStatus {
+        let t0 = clamp(now.unix_nanos());
+        let tat_eff = if tat > t0 { tat } else { t0 };
+        let remaining = if self.is_closed() {
+            0
+        } else {
+            // governor's `remaining_burst_capacity`.
+            let left = t0.saturating_add(self.tau).saturating_add(self.t).saturating_sub(tat_eff) / self.t;
+            if left > self.burst as u64 {
+                self.burst
+            } else {
+                #[allow(clippy::cast_possible_truncation)] // <= burst
+                let l = left as u32;
+                l
+            }
+        };
+        LimitStatus { limit: self.amount, remaining, reset_nanos: tat_eff - t0 }
+    }
+}
+
+const fn clamp(v: u64) -> u64 {
+    if v > MAX_STATE { MAX_STATE } else { v }
+}
+
+/// A refusal by a rate limit: when a retry can first succeed (governor's `NotUntil`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NotUntil {
+    earliest: Option<Timestamp>,
+}
+
+impl NotUntil {
+    const NEVER: Self = Self { earliest: None };
+
+    /// The earliest instant a retry can be admitted, or `None` if it never can (the request is
+    /// larger than the burst, or the limit is zero).
+    #[must_use]
+    pub const fn earliest_possible(&self) -> Option<Timestamp> {
+        self.earliest
+    }
+
+    /// How long after `now` a retry can first be admitted (zero if that instant has passed), or
+    /// `None` if never.
+    #[must_use]
+    pub const fn wait_time_from(&self, now: Timestamp) -> Option<Duration> {
+        match self.earliest {
+            Some(at) => Some(at.saturating_duration_since(now)),
+            None => None,
+        }
+    }
+}
+
+/// One limit's state as clients see it: the data of the `x-ratelimit-{limit,remaining,reset}-*`
+/// headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct LimitStatus {
+    limit: u32,
+    remaining: u32,
+    reset_nanos: u64,
+}
+
+impl LimitStatus {
+    /// A status with these values (`reset` saturates at `u64::MAX` nanoseconds, 584 years).
+    #[must_use]
+    pub const fn new(limit: u32, remaining: u32, reset: Duration) -> Self {
+        let nanos = reset.as_nanos();
+        #[allow(clippy::cast_possible_truncation)] // checked
+        let reset_nanos = if nanos > u64::MAX as u128 { u64::MAX } else { nanos as u64 };
+        Self { limit, remaining, reset_nanos }
+    }
+
+    /// The configured amount per period (`x-ratelimit-limit-*`).
+    #[must_use]
+    pub const fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// Units that could be used right now (`x-ratelimit-remaining-*`).
+    #[must_use]
+    pub const fn remaining(&self) -> u32 {
+        self.remaining
+    }
+
+    /// The time until the limit is back to its initial, full state (`x-ratelimit-reset-*`).
+    #[must_use]
+    pub const fn reset(&self) -> Duration {
+        Duration::from_nanos(self.reset_nanos)
+    }
+}
