@@ -13,7 +13,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use criterion::{Criterion, criterion_group};
 use hmac::{KeyInit, Mac};
 use keygate::{
-    KeyFormat, KeyKind, KeyStore, Lookup, MemoryStore, Pepper, PepperId, Peppers, SelectorFormat, Timestamp, Verifier,
+    DirectLimiter, Gcra, KeyFormat, KeyKind, KeyStore, LimitRequest, Limiter, Lookup, MemoryLimitStore, MemoryStore,
+    Pepper, PepperId, Peppers, SelectorFormat, Timestamp, Verifier,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -91,6 +92,37 @@ fn bench(c: &mut Criterion) {
     g.bench_function("authenticate_memory_store_1m", |b| {
         b.iter(|| black_box(verifier.authenticate(&store, black_box(&token), now).is_ok()))
     });
+
+    // The limit stage. Every check admits: the limits are wide enough (a burst of 2^32 units at
+    // one unit per nanosecond or per 14 ns) that no run exhausts them at a fixed `now`.
+    let gcra = Gcra::new(u32::MAX, std::time::Duration::from_secs(1)).with_burst(u32::MAX);
+    let direct = DirectLimiter::new(gcra);
+    g.bench_function("gcra_check", |b| b.iter(|| black_box(direct.check(black_box(now)).is_ok())));
+    let clock = governor::clock::FakeRelativeClock::default();
+    let quota = governor::Quota::with_period(gcra.emission_interval())
+        .expect("non-zero")
+        .allow_burst(std::num::NonZeroU32::new(u32::MAX).expect("non-zero"));
+    let theirs = governor::RateLimiter::direct_with_clock(quota, clock);
+    g.bench_function("governor_direct_check", |b| b.iter(|| black_box(theirs.check().is_ok())));
+    assert!(direct.check(now).is_ok() && theirs.check().is_ok(), "both limiters still admit");
+
+    let mut limited = (*record).clone();
+    limited.rate_limit.requests_per_minute = Some(u32::MAX);
+    store.replace(record.revision, limited).expect("replace");
+    let limiter = Limiter::new(MemoryLimitStore::new());
+    let one_request = LimitRequest::new();
+    g.bench_function("limit_check_memory_store", |b| {
+        let r = store.lookup(&lookup).expect("store").expect("present");
+        b.iter(|| black_box(limiter.check(black_box(&r), one_request, now).is_ok()))
+    });
+    g.bench_function("authenticate_limit_memory_store_1m", |b| {
+        b.iter(|| {
+            let admitted = verifier
+                .authenticate(&store, black_box(&token), now)
+                .and_then(|v| limiter.check(v.record(), one_request, now).map(|a| a.rate_limit().is_some()));
+            black_box(admitted == Ok(true))
+        })
+    });
     g.finish();
 
     let allocs = support::ALLOCATIONS.load(Relaxed);
@@ -108,8 +140,24 @@ fn bench(c: &mut Criterion) {
             ("verify_miss_unknown_kid", "within 0.9-1.1x of verify_wrong_secret"),
             ("verify_wrong_secret", ""),
             ("authenticate_memory_store_1m", "<= 1.2x"),
+            ("gcra_check", ""),
+            ("governor_direct_check", ""),
+            ("limit_check_memory_store", ""),
+            ("authenticate_limit_memory_store_1m", "<= 1.2x"),
         ],
     );
+    if let (Some(a), Some(b)) =
+        (support::median_ns(GROUP, "gcra_check"), support::median_ns(GROUP, "governor_direct_check"))
+    {
+        println!("{:<40} {:>7.3}x  <= 1.0x", "gcra_check / governor_direct_check", a / b);
+    }
+    if let (Some(a), Some(b), Some(h)) = (
+        support::median_ns(GROUP, "authenticate_limit_memory_store_1m"),
+        support::median_ns(GROUP, "authenticate_memory_store_1m"),
+        support::median_ns(GROUP, "hmac_sha256_cloned_state"),
+    ) {
+        println!("{:<40} {:>7.3}x  (of the HMAC baseline)", "one limit check adds", (a - b) / h);
+    }
     if let (Some(a), Some(b)) =
         (support::median_ns(GROUP, "verify_miss_unknown_kid"), support::median_ns(GROUP, "verify_wrong_secret"))
     {

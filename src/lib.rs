@@ -26,14 +26,14 @@ pub use format::{
     ParseError, ParsedKey, SecretToken, SelectorFormat,
 };
 pub use http::bearer_token;
-#[cfg(feature = "std")]
-pub use limit::MemoryLimitStore;
 #[cfg(feature = "alloc")]
 pub use limit::{Admission, LimitRequest, Limiter, Usage};
 pub use limit::{
     Applied, CellId, CellState, Gcra, HeaderValue, LimitBatch, LimitError, LimitName, LimitOp, LimitStatus, LimitStore,
     MAX_CELLS, MAX_STATE, NotUntil, OpenAiDuration, RateLimitHeaders, RateLimitStatus, Refused,
 };
+#[cfg(feature = "std")]
+pub use limit::{DirectLimiter, MemoryLimitStore};
 #[cfg(feature = "alloc")]
 pub use record::{Credits, InvalidStatus, KeyRecord, KeyShape, KeyStatus, RateLimits, SpendCap, SpendPeriod};
 pub use secret::{

@@ -43,7 +43,8 @@
 //! [`LimitStore::update`] is governor's closure-based `measure_and_replace` over several cells
 //! of one key at once. [`MemoryLimitStore`] (with `std`) implements it with `AtomicU64`
 //! compare-and-swap loops in a sharded table, and evicts idle cells (a TAT in the past, a counter
-//! of an ended period, a zero).
+//! of an ended period, a zero). [`DirectLimiter`] is one unkeyed limit in one `AtomicU64`
+//! (governor's `RateLimiter::direct`).
 //!
 //! ## A shared backend (Redis)
 //!
@@ -81,6 +82,8 @@
 //! [`headers`](RateLimitStatus::headers) are the `x-ratelimit-*` pairs OpenAI clients read; see
 //! [`OpenAiDuration`] for the reset format.
 
+#[cfg(feature = "std")]
+mod direct;
 mod gcra;
 #[cfg(feature = "alloc")]
 mod limiter;
@@ -92,6 +95,8 @@ mod quota;
 mod state;
 mod status;
 
+#[cfg(feature = "std")]
+pub use direct::DirectLimiter;
 pub use gcra::{Gcra, LimitStatus, MAX_STATE, NotUntil};
 #[cfg(feature = "alloc")]
 pub use limiter::{Admission, LimitRequest, Limiter, Usage};

@@ -299,7 +299,15 @@ impl<S: LimitStore> Admission<'_, S> {
     /// store update: unused estimated tokens go back (never below a full burst), tokens beyond the
     /// estimate are charged (the key may go into debt, refusing later requests until it is paid
     /// off), and the spend is added to the current period's counter. Consuming the admission
-    /// makes double counting impossible.
+    /// makes double counting impossible:
+    ///
+    /// ```compile_fail
+    /// # use keygate::{Admission, MemoryLimitStore, Timestamp, Usage};
+    /// fn twice(admission: Admission<'_, MemoryLimitStore>, now: Timestamp) {
+    ///     let _ = admission.finish(Usage::new(10, 0), now);
+    ///     let _ = admission.finish(Usage::new(10, 0), now); // use of moved value
+    /// }
+    /// ```
     ///
     /// # Errors
     ///
