@@ -44,6 +44,7 @@ impl DirectLimiter {
     /// # Errors
     ///
     /// [`NotUntil`] when refused.
+    #[inline]
     pub fn check(&self, now: Timestamp) -> Result<(), NotUntil> {
         self.check_n(now, 1)
     }
@@ -53,6 +54,7 @@ impl DirectLimiter {
     /// # Errors
     ///
     /// [`NotUntil`] when refused (without an instant if `cost` exceeds the burst).
+    #[inline]
     pub fn check_n(&self, now: Timestamp, cost: u32) -> Result<(), NotUntil> {
         let mut old = self.tat.load(Acquire);
         loop {

@@ -15,6 +15,8 @@ use core::time::Duration;
 
 use crate::Timestamp;
 
+const NANOS_PER_SEC: u64 = 1_000_000_000;
+
 /// The largest value a limit's state holds: `i64::MAX`, so that every value fits a signed 64-bit
 /// integer (Redis's integers) and the top bit stays free for a store's own use.
 ///
@@ -53,38 +55,41 @@ impl Gcra {
     /// `amount` units per `period`, with a burst of `amount` (governor's default: an idle key may
     /// spend a whole period's allowance at once). A limit of 0 units refuses every request.
     #[must_use]
+    #[inline]
     pub const fn new(amount: u32, period: Duration) -> Self {
+        // In u64 (a u128 division is a slow library call): periods up to 584 years.
+        let secs = period.as_secs();
+        let period_nanos = if secs >= u64::MAX / NANOS_PER_SEC {
+            u64::MAX
+        } else {
+            secs * NANOS_PER_SEC + period.subsec_nanos() as u64
+        };
         let t = if amount == 0 {
             0
         } else {
-            let nanos = period.as_nanos() / amount as u128;
-            if nanos == 0 {
-                1
-            } else if nanos > MAX_STATE as u128 {
-                MAX_STATE
-            } else {
-                #[allow(clippy::cast_possible_truncation)] // checked above
-                let n = nanos as u64;
-                n
-            }
+            let nanos = period_nanos / amount as u64;
+            if nanos == 0 { 1 } else { clamp(nanos) }
         };
         Self { t, tau: 0, amount, burst: 0 }.with_burst(amount)
     }
 
     /// `amount` units per minute (requests per minute, tokens per minute).
     #[must_use]
+    #[inline]
     pub const fn per_minute(amount: u32) -> Self {
         Self::new(amount, Duration::from_secs(60))
     }
 
     /// `amount` units per second.
     #[must_use]
+    #[inline]
     pub const fn per_second(amount: u32) -> Self {
         Self::new(amount, Duration::from_secs(1))
     }
 
     /// The same rate with a burst capacity of `burst` units (at least 1).
     #[must_use]
+    #[inline]
     pub const fn with_burst(mut self, burst: u32) -> Self {
         let burst = if burst == 0 { 1 } else { burst };
         self.burst = burst;
@@ -97,24 +102,28 @@ impl Gcra {
 
     /// The configured amount per period (what `x-ratelimit-limit-*` reports).
     #[must_use]
+    #[inline]
     pub const fn amount(&self) -> u32 {
         self.amount
     }
 
     /// How many units an idle key may use at once.
     #[must_use]
+    #[inline]
     pub const fn burst(&self) -> u32 {
         self.burst
     }
 
     /// The time one unit takes to replenish.
     #[must_use]
+    #[inline]
     pub const fn emission_interval(&self) -> Duration {
         Duration::from_nanos(self.t)
     }
 
     /// Whether this limit refuses everything (0 units per period).
     #[must_use]
+    #[inline]
     pub const fn is_closed(&self) -> bool {
         self.t == 0
     }
@@ -129,6 +138,7 @@ impl Gcra {
     ///
     /// [`NotUntil`] when refused: with the earliest instant a retry can succeed, or without one when
     /// `cost` exceeds the burst or the limit is 0 units (a retry never succeeds).
+    #[inline]
     pub const fn check(&self, tat: u64, now: Timestamp, cost: u32) -> Result<u64, NotUntil> {
         if self.is_closed() {
             return Err(NotUntil::NEVER);
@@ -153,6 +163,7 @@ impl Gcra {
 
     /// Charges `units` unconditionally (usage that already happened): the new state.
     #[must_use]
+    #[inline]
     pub const fn charge(&self, tat: u64, now: Timestamp, units: u64) -> u64 {
         let t0 = clamp(now.unix_nanos());
         let base = if tat > t0 { tat } else { t0 };
@@ -163,6 +174,7 @@ impl Gcra {
     /// create capacity beyond a full burst) and never negative; a state already in the past is
     /// left as it is.
     #[must_use]
+    #[inline]
     pub const fn refund(&self, tat: u64, now: Timestamp, units: u64) -> u64 {
         let t0 = clamp(now.unix_nanos());
         if tat <= t0 {
@@ -174,6 +186,7 @@ impl Gcra {
 
     /// The limit's status at `now` for the state `tat`: what the `x-ratelimit-*` headers report.
     #[must_use]
+    #[inline]
     pub const fn status(&self, tat: u64, now: Timestamp) -> LimitStatus {
         let t0 = clamp(now.unix_nanos());
         let tat_eff = if tat > t0 { tat } else { t0 };
@@ -194,6 +207,7 @@ impl Gcra {
     }
 }
 
+#[inline]
 const fn clamp(v: u64) -> u64 {
     if v > MAX_STATE { MAX_STATE } else { v }
 }
@@ -210,6 +224,7 @@ impl NotUntil {
     /// The earliest instant a retry can be admitted, or `None` if it never can (the request is
     /// larger than the burst, or the limit is zero).
     #[must_use]
+    #[inline]
     pub const fn earliest_possible(&self) -> Option<Timestamp> {
         self.earliest
     }
@@ -217,6 +232,7 @@ impl NotUntil {
     /// How long after `now` a retry can first be admitted (zero if that instant has passed), or
     /// `None` if never.
     #[must_use]
+    #[inline]
     pub const fn wait_time_from(&self, now: Timestamp) -> Option<Duration> {
         match self.earliest {
             Some(at) => Some(at.saturating_duration_since(now)),
@@ -237,6 +253,7 @@ pub struct LimitStatus {
 impl LimitStatus {
     /// A status with these values (`reset` saturates at `u64::MAX` nanoseconds, 584 years).
     #[must_use]
+    #[inline]
     pub const fn new(limit: u32, remaining: u32, reset: Duration) -> Self {
         let nanos = reset.as_nanos();
         #[allow(clippy::cast_possible_truncation)] // checked
@@ -246,18 +263,21 @@ impl LimitStatus {
 
     /// The configured amount per period (`x-ratelimit-limit-*`).
     #[must_use]
+    #[inline]
     pub const fn limit(&self) -> u32 {
         self.limit
     }
 
     /// Units that could be used right now (`x-ratelimit-remaining-*`).
     #[must_use]
+    #[inline]
     pub const fn remaining(&self) -> u32 {
         self.remaining
     }
 
     /// The time until the limit is back to its initial, full state (`x-ratelimit-reset-*`).
     #[must_use]
+    #[inline]
     pub const fn reset(&self) -> Duration {
         Duration::from_nanos(self.reset_nanos)
     }

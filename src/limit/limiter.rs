@@ -4,7 +4,7 @@
 
 use core::fmt;
 
-use super::{CellId, Gcra, LimitBatch, LimitError, LimitName, LimitOp, LimitStore, RateLimitStatus};
+use super::{CellId, Gcra, LimitBatch, LimitError, LimitName, LimitOp, LimitStore, RateLimitStatus, Refused};
 use crate::record::{Credits, SpendCap};
 use crate::{Denial, DenialCode, KeyId, KeyRecord, Timestamp};
 
@@ -144,46 +144,88 @@ impl<S: LimitStore> Limiter<S> {
     /// `429 concurrency_limited`, `429 quota_exceeded` (with `Retry-After` until the period
     /// resets), or `503 auth_unavailable` if the store failed and the limiter fails closed.
     pub fn check(&self, record: &KeyRecord, request: LimitRequest, now: Timestamp) -> Result<Admission<'_, S>, Denial> {
-        let plan = Plan::new(record, request, now).map_err(|_| Denial::new(DenialCode::AuthUnavailable))?;
+        let limits = &record.rate_limit;
         let mut admission = Admission {
             limiter: self,
             key: record.id,
-            status: None,
-            fail_open: false,
-            tokens: plan.tokens.map(|(gcra, _)| (gcra, request.tokens)),
+            now,
+            requests: limits.requests_per_minute.map(|per_minute| Rate { per_minute, tat: None }),
+            tokens: limits.tokens_per_minute.map(|per_minute| Rate { per_minute, tat: None }),
+            estimate: request.tokens,
             spend: record.spend_cap,
-            permit: None,
+            fail_open: false,
+            holds_permit: false,
         };
-        if plan.batch.is_empty() {
-            return Ok(admission);
-        }
-        match self.store.apply(&record.id, &plan.batch, now) {
-            Ok(Ok(applied)) => {
-                admission.status = plan.status(|i| applied.status(i));
-                if plan.concurrency {
-                    admission.permit = Some(ConcurrencyPermit { store: &self.store, key: record.id, now, held: true });
+        let rate_only = limits.concurrency.is_none() && record.spend_cap.is_none() && record.credits.is_none();
+        let single = match (limits.requests_per_minute, limits.tokens_per_minute) {
+            (None, None) if rate_only => return Ok(admission),
+            (Some(rpm), None) if rate_only => Some((LimitName::REQUESTS, Gcra::per_minute(rpm), 1)),
+            (None, Some(tpm)) if rate_only => Some((LimitName::TOKENS, Gcra::per_minute(tpm), request.tokens)),
+            _ => None,
+        };
+        let outcome = match single {
+            // One rate limit (the common case): the store's single-cell path, no batch.
+            Some((name, gcra, cost)) => {
+                match self.store.apply_one(&record.id, CellId::new(name), LimitOp::Rate { gcra, cost }, now) {
+                    Ok(Ok(value)) => Ok(Ok([value, value])),
+                    Ok(Err(refused)) => Ok(Err(refused)),
+                    Err(e) => Err(e),
                 }
+            }
+            None => {
+                let mut batch = LimitBatch::new();
+                if Plan::fill(&mut batch, record, request, now).is_err() {
+                    return Err(Denial::new(DenialCode::AuthUnavailable));
+                }
+                let plan = Plan::of(record);
+                self.store.apply(&record.id, &batch, now).map(|r| {
+                    r.map(|applied| {
+                        let value = |i: Option<usize>| i.map_or(0, |i| applied.value(i));
+                        [value(plan.requests), value(plan.tokens)]
+                    })
+                })
+            }
+        };
+        match outcome {
+            Ok(Ok([requests, tokens])) => {
+                admission.admitted(limits.concurrency.is_some(), requests, tokens);
                 Ok(admission)
             }
-            Ok(Err(refused)) => {
-                let mut denial = Denial::new(refused.code());
-                if let Some(after) = refused.retry_after() {
-                    denial = denial.with_retry_after(after);
-                }
-                if let Some(status) = plan.status(|i| refused.status(i)) {
-                    denial = denial.with_rate_limit(status);
-                }
-                Err(denial)
-            }
-            Err(_) if self.fail_open => {
-                // Nothing was taken: the estimate is charged in full when the usage is known.
-                admission.fail_open = true;
-                admission.tokens = admission.tokens.map(|(gcra, _)| (gcra, 0));
-                Ok(admission)
-            }
-            Err(_) => Err(Denial::new(DenialCode::AuthUnavailable)),
+            Ok(Err(refused)) => Err(refusal(record, now, &refused)),
+            Err(_) => self.unavailable(admission),
         }
     }
+
+    #[cold]
+    fn unavailable<'a>(&self, mut admission: Admission<'a, S>) -> Result<Admission<'a, S>, Denial> {
+        if !self.fail_open {
+            return Err(Denial::new(DenialCode::AuthUnavailable));
+        }
+        // Nothing was taken: the tokens are charged in full when the usage is known.
+        admission.fail_open = true;
+        admission.estimate = 0;
+        Ok(admission)
+    }
+}
+
+/// The denial for a refused request, with the rate limits' status as they stand.
+#[cold]
+fn refusal(record: &KeyRecord, now: Timestamp, refused: &Refused) -> Denial {
+    let mut denial = Denial::new(refused.code());
+    if let Some(after) = refused.retry_after() {
+        denial = denial.with_retry_after(after);
+    }
+    let plan = Plan::of(record);
+    let status =
+        |limit: Option<u32>, index: Option<usize>| Some(Gcra::per_minute(limit?).status(refused.value(index?), now));
+    let status = RateLimitStatus::new(
+        status(record.rate_limit.requests_per_minute, plan.requests),
+        status(record.rate_limit.tokens_per_minute, plan.tokens),
+    );
+    if !status.is_empty() {
+        denial = denial.with_rate_limit(status);
+    }
+    denial
 }
 
 impl<S> fmt::Debug for Limiter<S> {
@@ -192,33 +234,36 @@ impl<S> fmt::Debug for Limiter<S> {
     }
 }
 
-/// The batch for one request, and where the rate limits' statuses are in it.
+/// Where a record's rate limits go in its batch (pushed first, in this order).
 struct Plan {
-    batch: LimitBatch,
     requests: Option<usize>,
-    tokens: Option<(Gcra, usize)>,
-    concurrency: bool,
+    tokens: Option<usize>,
 }
 
 impl Plan {
-    fn new(record: &KeyRecord, request: LimitRequest, now: Timestamp) -> Result<Self, LimitError> {
+    fn of(record: &KeyRecord) -> Self {
         let limits = &record.rate_limit;
-        let mut batch = LimitBatch::new();
-        let requests = match limits.requests_per_minute {
-            Some(rpm) => {
-                let gcra = Gcra::per_minute(rpm);
-                Some(batch.push(CellId::new(LimitName::REQUESTS), LimitOp::Rate { gcra, cost: 1 })?)
-            }
-            None => None,
-        };
-        let tokens = match limits.tokens_per_minute {
-            Some(tpm) => {
-                let gcra = Gcra::per_minute(tpm);
-                let op = LimitOp::Rate { gcra, cost: request.tokens };
-                Some((gcra, batch.push(CellId::new(LimitName::TOKENS), op)?))
-            }
-            None => None,
-        };
+        let requests = limits.requests_per_minute.map(|_| 0);
+        let tokens = limits.tokens_per_minute.map(|_| usize::from(requests.is_some()));
+        Self { requests, tokens }
+    }
+
+    /// Pushes the record's limits for `request` into `batch`, in the order of [`Plan::of`].
+    fn fill(
+        batch: &mut LimitBatch,
+        record: &KeyRecord,
+        request: LimitRequest,
+        now: Timestamp,
+    ) -> Result<(), LimitError> {
+        let limits = &record.rate_limit;
+        if let Some(rpm) = limits.requests_per_minute {
+            let gcra = Gcra::per_minute(rpm);
+            batch.push(CellId::new(LimitName::REQUESTS), LimitOp::Rate { gcra, cost: 1 })?;
+        }
+        if let Some(tpm) = limits.tokens_per_minute {
+            let op = LimitOp::Rate { gcra: Gcra::per_minute(tpm), cost: request.tokens };
+            batch.push(CellId::new(LimitName::TOKENS), op)?;
+        }
         if let Some(cap) = limits.concurrency {
             batch.push(CellId::new(LimitName::CONCURRENCY), LimitOp::Acquire { cap })?;
         }
@@ -232,12 +277,7 @@ impl Plan {
             let op = LimitOp::Quota { cap: credits.amount, amount: u64::from(request.credits), resets_at };
             batch.push(cell, op)?;
         }
-        Ok(Self { batch, requests, tokens, concurrency: limits.concurrency.is_some() })
-    }
-
-    fn status(&self, at: impl Fn(usize) -> Option<super::LimitStatus>) -> Option<RateLimitStatus> {
-        let status = RateLimitStatus::new(self.requests.and_then(&at), self.tokens.and_then(|(_, i)| at(i)));
-        (!status.is_empty()).then_some(status)
+        Ok(())
     }
 }
 
@@ -261,19 +301,46 @@ fn credits_cell(credits: Credits, now: Timestamp) -> (CellId, Option<Timestamp>)
 pub struct Admission<'a, S: LimitStore> {
     limiter: &'a Limiter<S>,
     key: KeyId,
-    status: Option<RateLimitStatus>,
-    fail_open: bool,
-    tokens: Option<(Gcra, u32)>,
+    now: Timestamp,
+    requests: Option<Rate>,
+    tokens: Option<Rate>,
+    /// The token estimate taken (0 when the limiter failed open: nothing was taken).
+    estimate: u32,
     spend: Option<SpendCap>,
-    permit: Option<ConcurrencyPermit<'a, S>>,
+    fail_open: bool,
+    holds_permit: bool,
+}
+
+/// A rate limit of the key and its state after the request was counted.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    per_minute: u32,
+    tat: Option<u64>,
 }
 
 impl<S: LimitStore> Admission<'_, S> {
+    /// Records the rate limits' new states.
+    #[inline]
+    fn admitted(&mut self, concurrency: bool, requests: u64, tokens: u64) {
+        if let Some(r) = &mut self.requests {
+            r.tat = Some(requests);
+        }
+        if let Some(r) = &mut self.tokens {
+            r.tat = Some(tokens);
+        }
+        self.holds_permit = concurrency;
+    }
+
     /// The `x-ratelimit-*` status after this request was counted (`None` if the key has no
-    /// requests or tokens limit, or the limiter failed open).
+    /// requests or tokens limit, or the limiter failed open). Computed when asked for.
     #[must_use]
-    pub const fn rate_limit(&self) -> Option<&RateLimitStatus> {
-        self.status.as_ref()
+    pub fn rate_limit(&self) -> Option<RateLimitStatus> {
+        let status = |r: Option<Rate>| {
+            let r = r?;
+            Some(Gcra::per_minute(r.per_minute).status(r.tat?, self.now))
+        };
+        let status = RateLimitStatus::new(status(self.requests), status(self.tokens));
+        (!status.is_empty()).then_some(status)
     }
 
     /// Whether the store failed and the request was admitted unchecked, because the limiter was
@@ -292,7 +359,7 @@ impl<S: LimitStore> Admission<'_, S> {
     /// Whether the request holds a concurrency slot (released when the admission ends).
     #[must_use]
     pub const fn holds_permit(&self) -> bool {
-        self.permit.is_some()
+        self.holds_permit
     }
 
     /// Reconciles the request's real usage at `now` and releases its concurrency slot, in one
@@ -315,8 +382,9 @@ impl<S: LimitStore> Admission<'_, S> {
     /// released by a separate update.
     pub fn finish(mut self, usage: Usage, now: Timestamp) -> Result<(), LimitError> {
         let mut batch = LimitBatch::new();
-        if let Some((gcra, estimate)) = self.tokens {
-            let (used, estimate) = (u64::from(usage.tokens), u64::from(estimate));
+        if let Some(Rate { per_minute, .. }) = self.tokens {
+            let gcra = Gcra::per_minute(per_minute);
+            let (used, estimate) = (u64::from(usage.tokens), u64::from(self.estimate));
             let cell = CellId::new(LimitName::TOKENS);
             if used > estimate {
                 batch.push(cell, LimitOp::RateCharge { gcra, units: used - estimate })?;
@@ -331,7 +399,7 @@ impl<S: LimitStore> Admission<'_, S> {
             let op = LimitOp::Record { amount: usage.spend_micros, resets_at: Some(end) };
             batch.push(CellId::for_period(LimitName::SPEND, start), op)?;
         }
-        if self.permit.is_some() {
+        if self.holds_permit {
             batch.push(CellId::new(LimitName::CONCURRENCY), LimitOp::Release)?;
         }
         if batch.is_empty() {
@@ -339,10 +407,28 @@ impl<S: LimitStore> Admission<'_, S> {
         }
         // These updates only add or give back: they are never refused.
         self.limiter.store.apply(&self.key, &batch, now)?.map_err(|_| LimitError::Corrupt)?;
-        if let Some(mut permit) = self.permit.take() {
-            permit.held = false;
-        }
+        self.holds_permit = false;
         Ok(())
+    }
+}
+
+/// The concurrency slot is released when the admission ends: finished, dropped because the
+/// request's future was cancelled, or unwound by a panic.
+impl<S: LimitStore> Drop for Admission<'_, S> {
+    fn drop(&mut self) {
+        if self.holds_permit {
+            release(&self.limiter.store, &self.key, self.now);
+        }
+    }
+}
+
+/// Gives back one concurrency slot. A store that fails here leaks the slot until the cell
+/// expires: a shared backend must give concurrency cells a lease (see the module docs).
+#[cold]
+fn release<S: LimitStore>(store: &S, key: &KeyId, now: Timestamp) {
+    let mut batch = LimitBatch::new();
+    if batch.push(CellId::new(LimitName::CONCURRENCY), LimitOp::Release).is_ok() {
+        let _ = store.apply(key, &batch, now);
     }
 }
 
@@ -350,38 +436,9 @@ impl<S: LimitStore> fmt::Debug for Admission<'_, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Admission")
             .field("key", &self.key)
-            .field("rate_limit", &self.status)
+            .field("rate_limit", &self.rate_limit())
             .field("fail_open", &self.fail_open)
-            .field("holds_permit", &self.permit.is_some())
+            .field("holds_permit", &self.holds_permit)
             .finish_non_exhaustive()
-    }
-}
-
-/// A concurrency slot held by an in-flight request, released when dropped: when the request
-/// ends, when its future is cancelled, or when it panics.
-struct ConcurrencyPermit<'a, S: LimitStore> {
-    store: &'a S,
-    key: KeyId,
-    now: Timestamp,
-    held: bool,
-}
-
-impl<S: LimitStore> Drop for ConcurrencyPermit<'_, S> {
-    fn drop(&mut self) {
-        if !self.held {
-            return;
-        }
-        let mut batch = LimitBatch::new();
-        if batch.push(CellId::new(LimitName::CONCURRENCY), LimitOp::Release).is_ok() {
-            // A store that fails here leaks the slot until the cell expires: a shared backend
-            // must give concurrency cells a lease (see the module docs).
-            let _ = self.store.apply(&self.key, &batch, self.now);
-        }
-    }
-}
-
-impl<S: LimitStore> fmt::Debug for ConcurrencyPermit<'_, S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConcurrencyPermit").field("key", &self.key).field("held", &self.held).finish()
     }
 }

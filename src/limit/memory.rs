@@ -39,46 +39,66 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use foldhash::quality::RandomState;
 use hashbrown::HashTable;
 
-use super::{CellId, CellState, LimitError, LimitStore, MAX_CELLS, MAX_STATE};
+use super::{Applied, CellId, CellState, LimitBatch, LimitError, LimitOp, LimitStore, MAX_CELLS, MAX_STATE, Refused};
 use crate::{KeyId, Timestamp};
 
 const SHARDS: usize = 64;
 const LOCKED: u64 = 1 << 63;
 const MIN_SWEEP: usize = 64;
+/// In a cell's expiry word: the state itself is the expiry (a GCRA TAT).
+const AT_VALUE: u64 = u64::MAX;
 
 struct Cell {
     key: KeyId,
     id: CellId,
     hash: u64,
     value: AtomicU64,
-    /// Nanoseconds since the epoch; 0 for "keep while the value is not 0".
+    /// Nanoseconds since the epoch; 0 for "keep while the value is not 0"; [`AT_VALUE`] when the
+    /// value is the expiry (so a GCRA update writes one word, not two).
     expires: AtomicU64,
 }
 
 impl Cell {
     fn droppable(&self, now: u64) -> bool {
         let v = self.value.load(Relaxed);
-        let e = self.expires.load(Relaxed);
+        let e = match self.expires.load(Relaxed) {
+            AT_VALUE => v,
+            e => e,
+        };
         v == 0 || (e != 0 && e <= now)
     }
 
+    #[inline]
     fn state(&self, value: u64) -> CellState {
-        let e = self.expires.load(Relaxed);
+        let e = match self.expires.load(Relaxed) {
+            AT_VALUE => value,
+            e => e,
+        };
         CellState { value, expires_at: (e != 0).then(|| Timestamp::from_unix_nanos(e)) }
     }
 
+    #[inline]
     fn store(&self, state: &CellState) {
         self.value.store(state.value.min(MAX_STATE), Release);
         self.set_expiry(state);
     }
 
+    #[inline]
     fn set_expiry(&self, state: &CellState) {
-        match state.expires_at {
-            // Never moves earlier: two updates racing to set it keep the later one.
-            Some(at) => {
-                self.expires.fetch_max(at.unix_nanos().max(1), Relaxed);
+        let want = match state.expires_at {
+            Some(at) if at.unix_nanos() == state.value => AT_VALUE,
+            Some(at) => at.unix_nanos().max(1),
+            None => 0,
+        };
+        // A cell's kind, and so its kind of expiry, does not change: after the first update this
+        // is one load. A fixed expiry never moves earlier (racing updates keep the later one).
+        let current = self.expires.load(Relaxed);
+        if current != want {
+            if want == AT_VALUE || want == 0 || current == AT_VALUE {
+                self.expires.store(want, Relaxed);
+            } else {
+                self.expires.fetch_max(want, Relaxed);
             }
-            None => self.expires.store(0, Relaxed),
         }
     }
 }
@@ -149,12 +169,19 @@ impl MemoryLimitStore {
         })
     }
 
-    fn slot(&self, key: &KeyId, cell: &CellId) -> (usize, u64) {
+    /// The key's shard and hash; the key is hashed once per update.
+    #[inline]
+    fn key_slot(&self, key: &KeyId) -> (usize, u64) {
         let hk = self.hasher.hash_one(key.as_bytes());
         #[allow(clippy::cast_possible_truncation)] // the top 6 bits: < 64
         let shard = (hk >> 58) as usize;
-        let hash = self.hasher.hash_one((hk, cell));
-        (shard, hash)
+        (shard, hk)
+    }
+
+    #[inline]
+    fn slot(&self, key: &KeyId, cell: &CellId) -> (usize, u64) {
+        let (shard, hk) = self.key_slot(key);
+        (shard, cell_hash(hk, cell))
     }
 }
 
@@ -175,6 +202,7 @@ impl core::fmt::Debug for MemoryLimitStore {
 /// # Errors
 ///
 /// [`LimitError::TooManyCells`] or [`LimitError::DuplicateCell`].
+#[inline]
 fn check_cells(cells: &[CellId]) -> Result<(), LimitError> {
     if cells.len() > MAX_CELLS {
         return Err(LimitError::TooManyCells);
@@ -187,6 +215,21 @@ fn check_cells(cells: &[CellId]) -> Result<(), LimitError> {
     Ok(())
 }
 
+/// A cell's table hash from its key's (seeded) hash: a multiply-fold of the key hash and the
+/// cell id. Cell ids are chosen by the server, not by clients, and a key reaches the limiter only
+/// after it verified, so the key hash's seed is all the flooding resistance this needs.
+#[inline]
+fn cell_hash(hk: u64, cell: &CellId) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let (a, b) = cell.name.words();
+    let x = hk ^ a.wrapping_mul(K) ^ b.rotate_left(21).wrapping_mul(K.rotate_left(17)) ^ cell.window.rotate_left(43);
+    let m = u128::from(x) * u128::from(K);
+    #[allow(clippy::cast_possible_truncation)] // the two halves of the product
+    let folded = (m as u64) ^ ((m >> 64) as u64);
+    folded
+}
+
+#[inline]
 fn read(lock: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
     lock.read().unwrap_or_else(PoisonError::into_inner)
 }
@@ -195,6 +238,7 @@ fn write(lock: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
+#[inline]
 fn find<'a>(shard: &'a Shard, key: &KeyId, id: CellId, hash: u64) -> Option<&'a Cell> {
     shard.cells.find(hash, |c| c.id == id && c.key == *key)
 }
@@ -207,6 +251,7 @@ fn sweep(shard: &mut Shard, now: u64) -> usize {
 }
 
 /// Waits for a cell's lock bit to clear; returns the unlocked value.
+#[inline]
 fn load_unlocked(cell: &Cell) -> u64 {
     let mut spins = 0u32;
     loop {
@@ -218,6 +263,7 @@ fn load_unlocked(cell: &Cell) -> u64 {
     }
 }
 
+#[inline]
 fn backoff(spins: &mut u32) {
     if *spins < 64 {
         core::hint::spin_loop();
@@ -228,6 +274,7 @@ fn backoff(spins: &mut u32) {
 }
 
 /// governor's `measure_and_replace_one`: load, compute, compare-and-swap.
+#[inline(always)]
 fn update_one<T, E, F>(cell: &Cell, mut f: F) -> Result<T, E>
 where
     F: FnMut(&mut [CellState]) -> Result<T, E>,
@@ -313,6 +360,7 @@ where
     }
 }
 
+#[inline]
 fn run<T, E, F>(cells: &[&Cell], f: F) -> Result<T, E>
 where
     F: FnMut(&mut [CellState]) -> Result<T, E>,
@@ -334,12 +382,19 @@ impl LimitStore for MemoryLimitStore {
             let mut f = f;
             return Ok(f(&mut []));
         }
-        let mut hashes = [0u64; MAX_CELLS];
-        let mut shard = 0;
-        for (h, cell) in hashes.iter_mut().zip(cells) {
-            (shard, *h) = self.slot(key, cell);
-        }
+        let (shard, hk) = self.key_slot(key);
         let lock = &self.shards[shard].0;
+        if let [id] = cells {
+            // The most common update: one cell that exists. One read lock, one compare-and-swap.
+            let guard = read(lock);
+            if let Some(cell) = find(&guard, key, *id, cell_hash(hk, id)) {
+                return Ok(update_one(cell, f));
+            }
+        }
+        let mut hashes = [0u64; MAX_CELLS];
+        for (h, cell) in hashes.iter_mut().zip(cells) {
+            *h = cell_hash(hk, cell);
+        }
         {
             // The common case: every cell exists; one read lock, no allocation, no write.
             let guard = read(lock);
@@ -364,9 +419,53 @@ impl LimitStore for MemoryLimitStore {
         let found = find_all(&guard, key, cells, &hashes).ok_or(LimitError::Corrupt)?;
         Ok(run(&found[..n], f))
     }
+
+    /// A batch of one operation on a cell that exists runs as [`apply_one`](Self::apply_one);
+    /// anything else goes through [`update`](Self::update) and [`LimitBatch::evaluate`].
+    #[inline]
+    fn apply(&self, key: &KeyId, batch: &LimitBatch, now: Timestamp) -> Result<Result<Applied, Refused>, LimitError> {
+        if let ([id], [op]) = (batch.cells(), batch.ops()) {
+            let outcome = self.apply_one(key, *id, *op, now)?;
+            return Ok(outcome.map(|value| {
+                let mut values = [0; MAX_CELLS];
+                values[0] = value;
+                Applied::new(values)
+            }));
+        }
+        self.update(key, batch.cells(), now, |cells| batch.evaluate(cells, now))
+    }
+
+    /// A compare-and-swap loop on the cell's state word, running the operation directly (the
+    /// store-native evaluation the trait allows): one hash, one read lock, one compare-and-swap.
+    #[inline(always)] // lets the outcome stay in registers on the hot path
+    fn apply_one(
+        &self,
+        key: &KeyId,
+        id: CellId,
+        op: LimitOp,
+        now: Timestamp,
+    ) -> Result<Result<u64, Refused>, LimitError> {
+        let (shard, hk) = self.key_slot(key);
+        {
+            let guard = read(&self.shards[shard].0);
+            if let Some(cell) = find(&guard, key, id, cell_hash(hk, &id)) {
+                return Ok(update_one(cell, |states| {
+                    let new = op.evaluate(states[0], now)?;
+                    states[0] = new;
+                    Ok(new.value)
+                }));
+            }
+        }
+        self.update(key, &[id], now, |states| {
+            let new = op.evaluate(states[0], now)?;
+            states[0] = new;
+            Ok(new.value)
+        })
+    }
 }
 
 /// Every cell of `cells`, or `None` if one is missing. An empty list finds nothing to update.
+#[inline]
 fn find_all<'a>(shard: &'a Shard, key: &KeyId, cells: &[CellId], hashes: &[u64]) -> Option<[&'a Cell; MAX_CELLS]> {
     let first = find(shard, key, *cells.first()?, hashes[0])?;
     let mut found = [first; MAX_CELLS];

@@ -30,7 +30,7 @@ const MAX_NAME_LEN: usize = 16;
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LimitName {
-    len: u8,
+    /// The name, padded with zero bytes (which no name contains).
     bytes: [u8; MAX_NAME_LEN],
 }
 
@@ -48,6 +48,7 @@ impl LimitName {
 
     /// A name, or `None` if `s` is empty, longer than 16 bytes or has other characters.
     #[must_use]
+    #[inline]
     pub const fn new(s: &str) -> Option<Self> {
         let b = s.as_bytes();
         if b.is_empty() || b.len() > MAX_NAME_LEN {
@@ -63,22 +64,32 @@ impl LimitName {
             bytes[i] = c;
             i += 1;
         }
-        #[allow(clippy::cast_possible_truncation)] // <= 16
-        let len = b.len() as u8;
-        Some(Self { len, bytes })
+        Some(Self { bytes })
     }
 
     const fn known(s: &str) -> Self {
         match Self::new(s) {
             Some(n) => n,
-            None => Self { len: 0, bytes: [0; MAX_NAME_LEN] },
+            None => Self { bytes: [0; MAX_NAME_LEN] },
         }
     }
 
     /// The name as text.
     #[must_use]
     pub fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+        let len = self.bytes.iter().position(|&b| b == 0).unwrap_or(MAX_NAME_LEN);
+        core::str::from_utf8(&self.bytes[..len]).unwrap_or_default()
+    }
+
+    /// The name as two words, for hashing.
+    #[cfg(feature = "std")]
+    #[inline]
+    pub(crate) fn words(&self) -> (u64, u64) {
+        let mut lo = [0; 8];
+        let mut hi = [0; 8];
+        lo.copy_from_slice(&self.bytes[..8]);
+        hi.copy_from_slice(&self.bytes[8..]);
+        (u64::from_le_bytes(lo), u64::from_le_bytes(hi))
     }
 }
 
@@ -111,12 +122,14 @@ pub struct CellId {
 impl CellId {
     /// The cell of `name` that carries over (window 0).
     #[must_use]
+    #[inline]
     pub const fn new(name: LimitName) -> Self {
         Self { name, window: 0 }
     }
 
     /// The cell of `name` for the period starting at `start`.
     #[must_use]
+    #[inline]
     pub const fn for_period(name: LimitName, start: Timestamp) -> Self {
         Self { name, window: start.unix_secs() }
     }
@@ -202,6 +215,7 @@ struct Refusal {
 
 impl LimitOp {
     /// Applies the operation to one cell at `now`: the new state, or the refusal.
+    #[inline]
     fn apply(&self, cell: CellState, now: Timestamp) -> Result<CellState, Refusal> {
         let counter = |value: u64, resets_at: Option<Timestamp>| CellState { value, expires_at: resets_at };
         let until = |at: Option<Timestamp>| at.map(|at| at.saturating_duration_since(now));
@@ -233,7 +247,25 @@ impl LimitOp {
         })
     }
 
+    /// Evaluates this operation alone on one cell at `now`: the cell's new state, or the refusal
+    /// (whose [`Refused::value`] at index 0 is the cell's unchanged value). This is what a store
+    /// that implements [`LimitStore::apply_one`](super::LimitStore::apply_one) natively runs
+    /// inside its atomic update.
+    ///
+    /// # Errors
+    ///
+    /// [`Refused`] when the operation refuses.
+    #[inline(always)]
+    pub fn evaluate(&self, cell: CellState, now: Timestamp) -> Result<CellState, Refused> {
+        self.apply(cell, now).map_err(|r| {
+            let mut values = [0; MAX_CELLS];
+            values[0] = cell.value;
+            Refused { code: r.code, retry_after_nanos: nanos_or_never(r.retry_after), values }
+        })
+    }
+
     /// The `x-ratelimit-*` status of a rate limit given its cell's state.
+    #[inline]
     fn status(&self, cell: CellState, now: Timestamp) -> Option<LimitStatus> {
         match self {
             Self::Rate { gcra, .. } | Self::RateCharge { gcra, .. } | Self::RateRefund { gcra, .. } => {
@@ -244,6 +276,7 @@ impl LimitOp {
     }
 }
 
+#[inline]
 fn rate(tat: u64) -> CellState {
     // Once `now` passes the TAT the state is the same as no state.
     CellState { value: tat, expires_at: Some(Timestamp::from_unix_nanos(tat)) }
@@ -282,8 +315,12 @@ impl Default for LimitBatch {
 impl LimitBatch {
     /// An empty batch.
     #[must_use]
+    #[inline]
     pub const fn new() -> Self {
-        Self { cells: [CellId::new(LimitName::REQUESTS); MAX_CELLS], ops: [LimitOp::Release; MAX_CELLS], len: 0 }
+        // All-zero fillers, so that a new batch is a zeroed block of memory.
+        const NO_CELL: CellId = CellId { name: LimitName { bytes: [0; MAX_NAME_LEN] }, window: 0 };
+        const NO_OP: LimitOp = LimitOp::Rate { gcra: Gcra::per_minute(0), cost: 0 };
+        Self { cells: [NO_CELL; MAX_CELLS], ops: [NO_OP; MAX_CELLS], len: 0 }
     }
 
     /// Adds an update of `cell`; returns its index (the index of its status in [`Applied`]).
@@ -292,6 +329,7 @@ impl LimitBatch {
     ///
     /// [`LimitError::TooManyCells`] past [`MAX_CELLS`]; [`LimitError::DuplicateCell`] if the
     /// batch already updates `cell`.
+    #[inline]
     pub fn push(&mut self, cell: CellId, op: LimitOp) -> Result<usize, LimitError> {
         if self.cells().contains(&cell) {
             return Err(LimitError::DuplicateCell);
@@ -308,24 +346,28 @@ impl LimitBatch {
 
     /// The cells, in the order they were pushed.
     #[must_use]
+    #[inline]
     pub fn cells(&self) -> &[CellId] {
         &self.cells[..self.len]
     }
 
     /// The operations, in the order they were pushed.
     #[must_use]
+    #[inline]
     pub fn ops(&self) -> &[LimitOp] {
         &self.ops[..self.len]
     }
 
     /// How many updates the batch holds.
     #[must_use]
+    #[inline]
     pub const fn len(&self) -> usize {
         self.len
     }
 
     /// Whether the batch is empty.
     #[must_use]
+    #[inline]
     pub const fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -341,19 +383,18 @@ impl LimitBatch {
     ///
     /// [`Refused`] as above. `cells` must have [`len`](Self::len) entries; a shorter slice refuses
     /// with `auth_unavailable` rather than panic.
+    #[inline]
     pub fn evaluate(&self, cells: &mut [CellState], now: Timestamp) -> Result<Applied, Refused> {
-        let mut next = [CellState::default(); MAX_CELLS];
-        let mut statuses = Statuses::default();
-        let mut refusal: Option<Refusal> = None;
-        if cells.len() != self.len {
-            return Err(Refused { code: DenialCode::AuthUnavailable, retry_after_nanos: NEVER, statuses });
+        let n = self.len;
+        let mut values = [0u64; MAX_CELLS];
+        if cells.len() != n {
+            return Err(Refused { code: DenialCode::AuthUnavailable, retry_after_nanos: NEVER, values });
         }
-        for (i, (op, cell)) in self.ops().iter().zip(cells.iter()).enumerate() {
+        let mut next = [CellState::default(); MAX_CELLS];
+        let mut refusal: Option<Refusal> = None;
+        for ((op, cell), new) in self.ops().iter().zip(cells.iter()).zip(next.iter_mut()) {
             match op.apply(*cell, now) {
-                Ok(new) => {
-                    next[i] = new;
-                    statuses.set(i, op.status(new, now));
-                }
+                Ok(state) => *new = state,
                 Err(r) => {
                     refusal = Some(match refusal {
                         None => r,
@@ -369,72 +410,77 @@ impl LimitBatch {
             }
         }
         if let Some(r) = refusal {
-            // A refusal shows the limits as they stand, not as they would have been.
-            for (i, (op, cell)) in self.ops().iter().zip(cells.iter()).enumerate() {
-                statuses.set(i, op.status(*cell, now));
+            // A refusal shows the limits as they stand.
+            for (v, cell) in values.iter_mut().zip(cells.iter()) {
+                *v = cell.value;
             }
-            return Err(Refused { code: r.code, retry_after_nanos: nanos_or_never(r.retry_after), statuses });
+            return Err(Refused { code: r.code, retry_after_nanos: nanos_or_never(r.retry_after), values });
         }
-        cells.copy_from_slice(&next[..self.len]);
-        Ok(Applied { statuses })
-    }
-}
-
-/// The rate limits' statuses of a batch, by push index, compactly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-struct Statuses {
-    present: u8,
-    values: [LimitStatus; MAX_CELLS],
-}
-
-impl Statuses {
-    fn set(&mut self, i: usize, status: Option<LimitStatus>) {
-        if let (Some(s), Some(slot)) = (status, self.values.get_mut(i)) {
-            *slot = s;
-            self.present |= 1 << i;
-        } else {
-            self.present &= !(1 << i);
+        for ((cell, new), v) in cells.iter_mut().zip(next).zip(values.iter_mut()) {
+            *cell = new;
+            *v = new.value;
         }
+        Ok(Applied { values })
     }
 
-    fn get(&self, i: usize) -> Option<LimitStatus> {
-        (i < MAX_CELLS && self.present & (1 << i) != 0).then(|| self.values[i])
+    /// The `x-ratelimit-*` status of the rate limit pushed at `index`, given its cell's `value`
+    /// (from [`Applied::value`] or [`Refused::value`]); `None` for other kinds of limit.
+    #[must_use]
+    pub fn status(&self, index: usize, value: u64, now: Timestamp) -> Option<LimitStatus> {
+        self.ops().get(index)?.status(CellState { value, expires_at: None }, now)
     }
 }
 
-/// A batch was applied: the status of each rate limit after it, by push index.
+/// A batch was applied: each cell's new value, by push index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Applied {
-    statuses: Statuses,
+    values: [u64; MAX_CELLS],
 }
 
 impl Applied {
-    /// The status after the update of the operation pushed at `index` (rate limits only).
+    /// An outcome with these new values (for stores that evaluate a batch elsewhere, such as in a
+    /// server-side script).
     #[must_use]
-    pub fn status(&self, index: usize) -> Option<LimitStatus> {
-        self.statuses.get(index)
+    #[inline]
+    pub const fn new(values: [u64; MAX_CELLS]) -> Self {
+        Self { values }
+    }
+
+    /// The new value of the cell pushed at `index` (0 past the batch's end).
+    #[must_use]
+    #[inline]
+    pub fn value(&self, index: usize) -> u64 {
+        self.values.get(index).copied().unwrap_or(0)
     }
 }
 
-/// A batch was refused and nothing changed: the decisive code, the wait, and the status of each
-/// rate limit as it stands, by push index.
+/// A batch was refused and nothing changed: the decisive code, the wait, and each cell's value as
+/// it stands, by push index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Refused {
     code: DenialCode,
-    /// [`NEVER`] for none (keeps the refusal small: it travels on every refused request).
+    /// [`NEVER`] for none (keeps the outcome small: it travels on every refused request).
     retry_after_nanos: u64,
-    statuses: Statuses,
+    values: [u64; MAX_CELLS],
 }
 
 const NEVER: u64 = u64::MAX;
 
+#[inline]
 fn nanos_or_never(d: Option<Duration>) -> u64 {
     d.map_or(NEVER, |d| u64::try_from(d.as_nanos()).unwrap_or(NEVER - 1))
 }
 
 impl Refused {
+    /// An outcome with these parts (for stores that evaluate a batch elsewhere).
+    #[must_use]
+    pub fn new(code: DenialCode, retry_after: Option<Duration>, values: [u64; MAX_CELLS]) -> Self {
+        Self { code, retry_after_nanos: nanos_or_never(retry_after), values }
+    }
+
     /// `rate_limited`, `concurrency_limited` or `quota_exceeded`.
     #[must_use]
+    #[inline]
     pub const fn code(&self) -> DenialCode {
         self.code
     }
@@ -443,13 +489,15 @@ impl Refused {
     /// or never (a concurrency slot frees when another request ends; a request larger than a
     /// limit's burst never fits).
     #[must_use]
+    #[inline]
     pub const fn retry_after(&self) -> Option<Duration> {
         if self.retry_after_nanos == NEVER { None } else { Some(Duration::from_nanos(self.retry_after_nanos)) }
     }
 
-    /// The status of the rate limit pushed at `index`, unchanged by the refused request.
+    /// The unchanged value of the cell pushed at `index` (0 past the batch's end).
     #[must_use]
-    pub fn status(&self, index: usize) -> Option<LimitStatus> {
-        self.statuses.get(index)
+    #[inline]
+    pub fn value(&self, index: usize) -> u64 {
+        self.values.get(index).copied().unwrap_or(0)
     }
 }

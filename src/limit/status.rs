@@ -58,18 +58,21 @@ impl RateLimitStatus {
 
     /// The requests-per-period limit, if the key has one.
     #[must_use]
+    #[inline]
     pub const fn requests(&self) -> Option<LimitStatus> {
         self.requests
     }
 
     /// The tokens-per-period limit, if the key has one.
     #[must_use]
+    #[inline]
     pub const fn tokens(&self) -> Option<LimitStatus> {
         self.tokens
     }
 
     /// Whether neither limit applies (no headers).
     #[must_use]
+    #[inline]
     pub const fn is_empty(&self) -> bool {
         self.requests.is_none() && self.tokens.is_none()
     }
