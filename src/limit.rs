@@ -41,17 +41,21 @@
 //! in flight, or an amount used in a window. Values are at most [`MAX_STATE`] (`i64::MAX`) and
 //! `0` means absent, so a cell that was never written, or was evicted, behaves as fresh.
 //! [`LimitStore::update`] is governor's closure-based `measure_and_replace` over several cells
-//! of one key at once. [`MemoryLimitStore`] (with `std`) implements it with `AtomicU64`
-//! compare-and-swap loops in a sharded table, and evicts idle cells (a TAT in the past, a counter
-//! of an ended period, a zero). [`DirectLimiter`] is one unkeyed limit in one `AtomicU64`
-//! (governor's `RateLimiter::direct`).
+//! of one key at once; [`LimitStore::apply`] (a batch) and [`LimitStore::apply_one`] (one
+//! operation, the common case of a key with one rate limit) are provided on top of it and may be
+//! overridden by a store that evaluates the operations itself. [`MemoryLimitStore`] (with `std`)
+//! implements them with `AtomicU64` compare-and-swap loops, a key's cells side by side in a
+//! sharded table, and evicts idle cells (a TAT in the past, a counter of an ended period, a
+//! zero). [`DirectLimiter`] is one unkeyed limit in one `AtomicU64` (governor's
+//! `RateLimiter::direct`).
 //!
 //! ## A shared backend (Redis)
 //!
 //! A Redis store can implement [`LimitStore::update`] with `WATCH`/`MULTI`/`EXEC` (read the
 //! cells, run the closure, write iff unchanged), but the fast way is to override
-//! [`LimitStore::apply`] with one Lua script that does what [`LimitBatch::evaluate`] does, in one
-//! round trip:
+//! [`LimitStore::apply`] (and [`LimitStore::apply_one`], the same script with N = 1) with one Lua
+//! script that does what [`LimitBatch::evaluate`] and [`LimitOp::evaluate`] do, in one round
+//! trip, returning the outcome as [`Applied::new`] / [`Refused::new`]:
 //!
 //! ```text
 //! EVALSHA apply_batch  N  k1 .. kN   now_ns  op1 a1 b1 c1 .. opN aN bN cN
@@ -60,15 +64,17 @@
 //!   op     = rate | rate_charge | rate_refund | acquire | release | quota | record | unrecord
 //!   a b c  = the op's integers (rate: t_ns, tau_ns, cost; quota: cap, amount, resets_at_ns; ...)
 //! script: v_i = tonumber(GET k_i) or 0; evaluate every op on v_i exactly as LimitOp does;
-//!         if any refuses: return {code, retry_after_ns, statuses}   -- nothing written
-//!         else SET k_i new_i PXAT expiry_i (PERSIST when none); return {0, statuses}
+//!         if any refuses: return {code, retry_after_ns, v_1 .. v_N}   -- nothing written
+//!         else SET k_i new_i PXAT expiry_i (PERSIST when none); return {0, new_1 .. new_N}
 //! ```
 //!
 //! Values fit Redis's signed 64-bit integers and Lua 5.1 numbers hold integers exactly up to
 //! 2^53, so a script should do the TAT arithmetic relative to `now` (differences stay small) or
 //! use Redis 7 functions with integer replies. Concurrency cells need a lease there (`PXAT` of
 //! `now` + the longest request), since a process that dies cannot release its slots. An async
-//! variant of the trait with the same two methods will serve async clients.
+//! variant of the trait with the same methods (`update`, `apply`, `apply_one`, all returning the
+//! same values) will serve async clients, with an async twin of [`Limiter::check`] building the
+//! same batches.
 //!
 //! # Fail closed
 //!

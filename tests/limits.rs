@@ -637,3 +637,67 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The trait's defaults: a store that implements only `update` (as a WATCH/MULTI/EXEC Redis
+// store would) gives the same decisions as the memory store.
+
+#[derive(Default)]
+struct MutexStore(std::sync::Mutex<std::collections::HashMap<(KeyId, CellId), CellState>>);
+
+impl LimitStore for MutexStore {
+    fn update<T, E, F>(&self, key: &KeyId, cells: &[CellId], _: Timestamp, mut f: F) -> Result<Result<T, E>, LimitError>
+    where
+        F: FnMut(&mut [CellState]) -> Result<T, E>,
+    {
+        let mut map = self.0.lock().map_err(|_| LimitError::Unavailable)?;
+        let mut states: Vec<CellState> =
+            cells.iter().map(|c| map.get(&(*key, *c)).copied().unwrap_or_default()).collect();
+        let outcome = f(&mut states);
+        if outcome.is_ok() {
+            for (c, s) in cells.iter().zip(states) {
+                map.insert((*key, *c), s);
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+#[test]
+fn a_store_with_only_update_gives_the_same_decisions() {
+    let mem = Limiter::new(MemoryLimitStore::new());
+    let plain = Limiter::new(MutexStore::default());
+    let mut r = with_limits(Some(3), Some(100), Some(2));
+    r.spend_cap = Some(keygate::SpendCap { amount_micros: 10, period: keygate::SpendPeriod::Day });
+    let mut only_rpm = record("onlyrpmkey000001");
+    only_rpm.rate_limit.requests_per_minute = Some(2);
+    let script: &[(u64, u32, u64)] =
+        &[(0, 40, 3), (0, 40, 3), (0, 40, 3), (10, 90, 0), (20_000, 30, 5), (60_000, 200, 0), (60_000, 10, 0)];
+    let mut codes = Vec::new();
+    for &(ms, tokens, spend) in script {
+        let now = at(ms);
+        let a = mem.check(&r, req().with_tokens(tokens), now);
+        let b = plain.check(&r, req().with_tokens(tokens), now);
+        match (a, b) {
+            (Ok(a), Ok(b)) => {
+                codes.push(None);
+                assert_eq!(a.rate_limit(), b.rate_limit(), "at {ms} ms");
+                a.finish(Usage::new(tokens / 2, spend), now).unwrap();
+                b.finish(Usage::new(tokens / 2, spend), now).unwrap();
+            }
+            (Err(a), Err(b)) => {
+                codes.push(Some(a.code()));
+                assert_eq!(a, b, "at {ms} ms");
+            }
+            (a, b) => panic!("at {ms} ms: {:?} vs {:?}", a.map(|_| ()), b.map(|_| ())),
+        }
+        let a = mem.check(&only_rpm, req(), now).map(|a| a.rate_limit());
+        let b = plain.check(&only_rpm, req(), now).map(|a| a.rate_limit());
+        assert_eq!(a, b, "at {ms} ms");
+    }
+    // The script exercises admissions, token debt, a request over the burst (rate_limited wins
+    // over quota_exceeded in table order) and the spend cap.
+    let rate = Some(DenialCode::RateLimited);
+    let quota = Some(DenialCode::QuotaExceeded);
+    assert_eq!(codes, [None, None, None, rate, None, rate, quota]);
+}

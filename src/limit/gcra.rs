@@ -140,16 +140,13 @@ impl Gcra {
     /// `cost` exceeds the burst or the limit is 0 units (a retry never succeeds).
     #[inline]
     pub const fn check(&self, tat: u64, now: Timestamp, cost: u32) -> Result<u64, NotUntil> {
-        if self.is_closed() {
-            return Err(NotUntil::NEVER);
-        }
-        let t0 = clamp(now.unix_nanos());
-        let n = if cost == 0 { 1 } else { cost };
-        let additional = self.t.saturating_mul((n - 1) as u64);
-        if additional > self.tau {
-            return Err(NotUntil::NEVER);
-        }
+        let t0 = now.unix_nanos();
         let tat_eff = if tat == 0 { t0 } else { tat };
+        // governor's `test_and_update` for one unit, `test_n_all_and_update` for more.
+        let additional = if cost > 1 { self.t.saturating_mul((cost - 1) as u64) } else { 0 };
+        if additional > self.tau || self.t == 0 {
+            return Err(NotUntil::NEVER);
+        }
         let earliest = tat_eff.saturating_add(additional).saturating_sub(self.tau);
         if t0 < earliest {
             return Err(NotUntil { earliest: Some(Timestamp::from_unix_nanos(earliest)) });

@@ -1,9 +1,10 @@
 //! The embedded limiter state: sharded hash tables of atomic cells (needs `std`).
 //!
-//! Cells live in 64 shards, each a `RwLock` over a hash table of `(key id, cell id) → cell`. The
-//! shard is picked by the key id alone, so every cell of one key sits in one shard and an update
-//! takes one read lock. A cell is two `AtomicU64`s: the state and its expiry. Each shard's lock
-//! sits on its own cache lines, so threads working on different keys share no written memory.
+//! Keys live in 64 shards, each a `RwLock` over a hash table of `key id → entry`; an entry holds
+//! the key's cells side by side (requests, tokens, concurrency, the current spend period, …), so
+//! an update of any number of a key's cells hashes the key once, takes one read lock and probes
+//! the table once. A cell is two `AtomicU64`s: the state and its expiry. Each shard's lock sits on
+//! its own cache lines, so threads working on different keys share no written memory.
 //!
 //! # Updating
 //!
@@ -11,8 +12,8 @@
 //! conflict. It takes no lock beyond the shard's read lock.
 //!
 //! An update of several cells (a request's requests and tokens limits, all-or-nothing) locks its
-//! cells by setting the top bit of each state word with a compare-and-swap, in the cells' sorted
-//! order (so two such updates cannot deadlock), computes, then stores the new states, which
+//! cells by setting the top bit of each state word with a compare-and-swap, in the order the
+//! cells have in their entry (so two such updates cannot deadlock), computes, then stores the new states, which
 //! clears the bits. A single-cell update that finds the bit set waits for it; its
 //! compare-and-swap fails against a locked word anyway. The state words hold at most
 //! [`MAX_STATE`](super::MAX_STATE) (`i64::MAX`), so the top bit is free. If the closure panics
@@ -21,8 +22,8 @@
 //! # Eviction
 //!
 //! A cell whose value is 0 or whose expiry has passed holds nothing that a fresh cell would not
-//! (a GCRA TAT in the past, a counter of an ended period). Such cells are dropped when a shard
-//! grows: inserting a cell into a shard that holds at least twice as many cells as after its last
+//! (a GCRA TAT in the past, a counter of an ended period). Such cells are dropped, and a key's
+//! entry with them once it has none left, when a shard grows: inserting a cell into a shard that holds at least twice as many cells as after its last
 //! sweep sweeps it first, at the `now` of that update, so memory tracks the keys active recently
 //! at amortised O(1) per insertion. [`MemoryLimitStore::evict_expired`] sweeps every shard on
 //! demand. Eviction takes the shard's write lock, so it never races an update: an update holds
@@ -49,13 +50,25 @@ const MIN_SWEEP: usize = 64;
 const AT_VALUE: u64 = u64::MAX;
 
 struct Cell {
-    key: KeyId,
     id: CellId,
-    hash: u64,
     value: AtomicU64,
     /// Nanoseconds since the epoch; 0 for "keep while the value is not 0"; [`AT_VALUE`] when the
     /// value is the expiry (so a GCRA update writes one word, not two).
     expires: AtomicU64,
+}
+
+/// A key's cells.
+struct Entry {
+    key: KeyId,
+    hash: u64,
+    cells: Vec<Cell>,
+}
+
+impl Entry {
+    #[inline]
+    fn cell(&self, id: CellId) -> Option<&Cell> {
+        self.cells.iter().find(|c| c.id == id)
+    }
 }
 
 impl Cell {
@@ -110,7 +123,9 @@ struct Padded(RwLock<Shard>);
 
 #[derive(Default)]
 struct Shard {
-    cells: HashTable<Cell>,
+    entries: HashTable<Entry>,
+    /// Cells in all entries.
+    cells: usize,
     next_sweep: usize,
 }
 
@@ -144,7 +159,7 @@ impl MemoryLimitStore {
     /// How many cells the store holds (including expired ones not yet swept).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| read(&s.0).cells.len()).sum()
+        self.shards.iter().map(|s| read(&s.0).cells).sum()
     }
 
     /// Whether the store holds no cells.
@@ -161,9 +176,9 @@ impl MemoryLimitStore {
     /// The state of one cell, for inspection and tests (`CellState::default()` if absent).
     #[must_use]
     pub fn peek(&self, key: &KeyId, cell: CellId) -> CellState {
-        let (shard, hash) = self.slot(key, &cell);
+        let (shard, hk) = self.key_slot(key);
         let guard = read(&self.shards[shard].0);
-        guard.cells.find(hash, |c| c.key == *key && c.id == cell).map_or_else(CellState::default, |c| {
+        find(&guard, key, hk).and_then(|e| e.cell(cell)).map_or_else(CellState::default, |c| {
             let v = c.value.load(Acquire) & !LOCKED;
             c.state(v)
         })
@@ -176,12 +191,6 @@ impl MemoryLimitStore {
         #[allow(clippy::cast_possible_truncation)] // the top 6 bits: < 64
         let shard = (hk >> 58) as usize;
         (shard, hk)
-    }
-
-    #[inline]
-    fn slot(&self, key: &KeyId, cell: &CellId) -> (usize, u64) {
-        let (shard, hk) = self.key_slot(key);
-        (shard, cell_hash(hk, cell))
     }
 }
 
@@ -215,20 +224,6 @@ fn check_cells(cells: &[CellId]) -> Result<(), LimitError> {
     Ok(())
 }
 
-/// A cell's table hash from its key's (seeded) hash: a multiply-fold of the key hash and the
-/// cell id. Cell ids are chosen by the server, not by clients, and a key reaches the limiter only
-/// after it verified, so the key hash's seed is all the flooding resistance this needs.
-#[inline]
-fn cell_hash(hk: u64, cell: &CellId) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let (a, b) = cell.name.words();
-    let x = hk ^ a.wrapping_mul(K) ^ b.rotate_left(21).wrapping_mul(K.rotate_left(17)) ^ cell.window.rotate_left(43);
-    let m = u128::from(x) * u128::from(K);
-    #[allow(clippy::cast_possible_truncation)] // the two halves of the product
-    let folded = (m as u64) ^ ((m >> 64) as u64);
-    folded
-}
-
 #[inline]
 fn read(lock: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
     lock.read().unwrap_or_else(PoisonError::into_inner)
@@ -239,15 +234,21 @@ fn write(lock: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
 }
 
 #[inline]
-fn find<'a>(shard: &'a Shard, key: &KeyId, id: CellId, hash: u64) -> Option<&'a Cell> {
-    shard.cells.find(hash, |c| c.id == id && c.key == *key)
+fn find<'a>(shard: &'a Shard, key: &KeyId, hash: u64) -> Option<&'a Entry> {
+    shard.entries.find(hash, |e| e.key == *key)
 }
 
 fn sweep(shard: &mut Shard, now: u64) -> usize {
-    let before = shard.cells.len();
-    shard.cells.retain(|c| !c.droppable(now));
-    shard.next_sweep = (shard.cells.len() * 2).max(MIN_SWEEP);
-    before - shard.cells.len()
+    let before = shard.cells;
+    let mut after = 0;
+    shard.entries.retain(|e| {
+        e.cells.retain(|c| !c.droppable(now));
+        after += e.cells.len();
+        !e.cells.is_empty()
+    });
+    shard.cells = after;
+    shard.next_sweep = (after * 2).max(MIN_SWEEP);
+    before - after
 }
 
 /// Waits for a cell's lock bit to clear; returns the unlocked value.
@@ -298,49 +299,60 @@ where
 }
 
 /// Restores the locked cells' old states if dropped while armed (the closure panicked).
-struct Locked<'a> {
-    cells: [Option<&'a Cell>; MAX_CELLS],
+struct Locked<'a, 'c> {
+    cells: &'c [&'a Cell],
     old: [u64; MAX_CELLS],
+    /// How many of `cells` (in `order`) hold their lock bit.
+    held: usize,
+    order: [usize; MAX_CELLS],
     armed: bool,
 }
 
-impl Drop for Locked<'_> {
+impl Drop for Locked<'_, '_> {
     fn drop(&mut self) {
         if self.armed {
-            for (cell, old) in self.cells.iter().zip(self.old) {
-                if let Some(cell) = cell {
-                    cell.value.store(old, Release);
+            for &i in self.order.iter().take(self.held) {
+                if let (Some(cell), Some(old)) = (self.cells.get(i), self.old.get(i)) {
+                    cell.value.store(*old, Release);
                 }
             }
         }
     }
 }
 
-/// Several cells all-or-nothing: lock each (in sorted order), compute, store or restore.
-fn update_many<T, E, F>(cells: &[&Cell], mut f: F) -> Result<T, E>
+/// Several cells all-or-nothing: lock each (in the order of `rank`, their places in their entry,
+/// the same for every thread), compute, store or restore.
+fn update_many<T, E, F>(cells: &[&Cell], rank: &[usize], mut f: F) -> Result<T, E>
 where
     F: FnMut(&mut [CellState]) -> Result<T, E>,
 {
-    let n = cells.len();
-    let mut order: [usize; MAX_CELLS] = [0, 1, 2, 3, 4, 5];
-    order[..n].sort_unstable_by_key(|&i| cells[i].id);
-    let mut guard = Locked { cells: [None; MAX_CELLS], old: [0; MAX_CELLS], armed: true };
-    for &i in &order[..n] {
-        let cell = cells[i];
+    let n = cells.len().min(MAX_CELLS);
+    let mut guard = Locked { cells, old: [0; MAX_CELLS], held: 0, order: [0, 1, 2, 3, 4, 5], armed: true };
+    let rank_of = |i: usize| rank.get(i).copied().unwrap_or(usize::MAX);
+    if n == 2 {
+        if rank_of(1) < rank_of(0) {
+            guard.order.swap(0, 1);
+        }
+    } else {
+        guard.order[..n].sort_unstable_by_key(|&i| rank_of(i));
+    }
+    for k in 0..n {
+        let i = guard.order[k];
+        let Some(cell) = cells.get(i) else { continue };
         let mut spins = 0u32;
         loop {
             let v = load_unlocked(cell);
             if cell.value.compare_exchange_weak(v, v | LOCKED, Acquire, Relaxed).is_ok() {
-                guard.cells[i] = Some(cell);
                 guard.old[i] = v;
+                guard.held = k + 1;
                 break;
             }
             backoff(&mut spins);
         }
     }
     let mut states = [CellState::default(); MAX_CELLS];
-    for (i, cell) in cells.iter().enumerate() {
-        states[i] = cell.state(guard.old[i]);
+    for ((state, cell), old) in states.iter_mut().zip(cells).zip(guard.old) {
+        *state = cell.state(old);
     }
     let result = f(&mut states[..n]);
     guard.armed = false;
@@ -360,68 +372,73 @@ where
     }
 }
 
+/// The cells `ids` of `entry` and their places in it, or `None` if one is missing.
 #[inline]
-fn run<T, E, F>(cells: &[&Cell], f: F) -> Result<T, E>
-where
-    F: FnMut(&mut [CellState]) -> Result<T, E>,
-{
-    match cells {
-        [one] => update_one(one, f),
-        _ => update_many(cells, f),
+fn find_cells<'a>(entry: &'a Entry, ids: &[CellId]) -> Option<([&'a Cell; MAX_CELLS], [usize; MAX_CELLS])> {
+    let first = entry.cells.first()?;
+    let mut cells = [first; MAX_CELLS];
+    let mut rank = [0; MAX_CELLS];
+    for ((id, cell), r) in ids.iter().zip(&mut cells).zip(&mut rank) {
+        *r = entry.cells.iter().position(|c| c.id == *id)?;
+        *cell = entry.cells.get(*r)?;
     }
+    Some((cells, rank))
 }
 
 impl LimitStore for MemoryLimitStore {
-    fn update<T, E, F>(&self, key: &KeyId, cells: &[CellId], now: Timestamp, f: F) -> Result<Result<T, E>, LimitError>
+    fn update<T, E, F>(&self, key: &KeyId, ids: &[CellId], now: Timestamp, f: F) -> Result<Result<T, E>, LimitError>
     where
         F: FnMut(&mut [CellState]) -> Result<T, E>,
     {
-        check_cells(cells)?;
-        let n = cells.len();
+        check_cells(ids)?;
+        let n = ids.len();
         if n == 0 {
             let mut f = f;
             return Ok(f(&mut []));
         }
         let (shard, hk) = self.key_slot(key);
         let lock = &self.shards[shard].0;
-        if let [id] = cells {
-            // The most common update: one cell that exists. One read lock, one compare-and-swap.
-            let guard = read(lock);
-            if let Some(cell) = find(&guard, key, *id, cell_hash(hk, id)) {
-                return Ok(update_one(cell, f));
-            }
-        }
-        let mut hashes = [0u64; MAX_CELLS];
-        for (h, cell) in hashes.iter_mut().zip(cells) {
-            *h = cell_hash(hk, cell);
-        }
         {
-            // The common case: every cell exists; one read lock, no allocation, no write.
+            // The common case: every cell exists; one read lock, one probe, no write.
             let guard = read(lock);
-            if let Some(found) = find_all(&guard, key, cells, &hashes) {
-                return Ok(run(&found[..n], f));
+            if let Some((cells, rank)) = find(&guard, key, hk).and_then(|e| find_cells(e, ids)) {
+                return Ok(match &cells[..n] {
+                    [one] => update_one(one, f),
+                    many => update_many(many, &rank[..n], f),
+                });
             }
         }
         // First use of a cell: insert the missing ones under the write lock and update there
         // (the atomics work the same under it; this happens once per key and window).
         let mut guard = write(lock);
-        let missing = cells.iter().zip(&hashes).filter(|(id, h)| find(&guard, key, **id, **h).is_none()).count();
-        if guard.cells.len() + missing > guard.next_sweep {
+        let missing = find(&guard, key, hk).map_or(n, |e| ids.iter().filter(|id| e.cell(**id).is_none()).count());
+        if guard.cells + missing > guard.next_sweep {
             // Before inserting: the new cells hold 0 and would be swept themselves.
             sweep(&mut guard, now.unix_nanos());
         }
-        for (id, &hash) in cells.iter().zip(&hashes) {
-            if find(&guard, key, *id, hash).is_none() {
-                let cell = Cell { key: *key, id: *id, hash, value: AtomicU64::new(0), expires: AtomicU64::new(0) };
-                guard.cells.insert_unique(hash, cell, |c| c.hash);
+        let shard = &mut *guard;
+        let entry = match shard.entries.find_mut(hk, |e| e.key == *key) {
+            Some(entry) => entry,
+            None => {
+                let entry = Entry { key: *key, hash: hk, cells: Vec::with_capacity(n) };
+                shard.entries.insert_unique(hk, entry, |e| e.hash).into_mut()
+            }
+        };
+        for id in ids {
+            if entry.cell(*id).is_none() {
+                entry.cells.push(Cell { id: *id, value: AtomicU64::new(0), expires: AtomicU64::new(0) });
+                shard.cells += 1;
             }
         }
-        let found = find_all(&guard, key, cells, &hashes).ok_or(LimitError::Corrupt)?;
-        Ok(run(&found[..n], f))
+        let (cells, rank) = find_cells(entry, ids).ok_or(LimitError::Corrupt)?;
+        Ok(match &cells[..n] {
+            [one] => update_one(one, f),
+            many => update_many(many, &rank[..n], f),
+        })
     }
 
-    /// A batch of one operation on a cell that exists runs as [`apply_one`](Self::apply_one);
-    /// anything else goes through [`update`](Self::update) and [`LimitBatch::evaluate`].
+    /// A batch of one operation runs as [`apply_one`](Self::apply_one); anything else goes through
+    /// [`update`](Self::update) and [`LimitBatch::evaluate`].
     #[inline]
     fn apply(&self, key: &KeyId, batch: &LimitBatch, now: Timestamp) -> Result<Result<Applied, Refused>, LimitError> {
         if let ([id], [op]) = (batch.cells(), batch.ops()) {
@@ -445,32 +462,20 @@ impl LimitStore for MemoryLimitStore {
         op: LimitOp,
         now: Timestamp,
     ) -> Result<Result<u64, Refused>, LimitError> {
+        let run = |states: &mut [CellState]| {
+            let state = states
+                .first_mut()
+                .ok_or_else(|| Refused::new(crate::DenialCode::AuthUnavailable, None, [0; MAX_CELLS]))?;
+            *state = op.evaluate(*state, now)?;
+            Ok(state.value)
+        };
         let (shard, hk) = self.key_slot(key);
         {
             let guard = read(&self.shards[shard].0);
-            if let Some(cell) = find(&guard, key, id, cell_hash(hk, &id)) {
-                return Ok(update_one(cell, |states| {
-                    let new = op.evaluate(states[0], now)?;
-                    states[0] = new;
-                    Ok(new.value)
-                }));
+            if let Some(cell) = find(&guard, key, hk).and_then(|e| e.cell(id)) {
+                return Ok(update_one(cell, run));
             }
         }
-        self.update(key, &[id], now, |states| {
-            let new = op.evaluate(states[0], now)?;
-            states[0] = new;
-            Ok(new.value)
-        })
+        self.update(key, &[id], now, run)
     }
-}
-
-/// Every cell of `cells`, or `None` if one is missing. An empty list finds nothing to update.
-#[inline]
-fn find_all<'a>(shard: &'a Shard, key: &KeyId, cells: &[CellId], hashes: &[u64]) -> Option<[&'a Cell; MAX_CELLS]> {
-    let first = find(shard, key, *cells.first()?, hashes[0])?;
-    let mut found = [first; MAX_CELLS];
-    for ((out, id), &h) in found.iter_mut().zip(cells).zip(hashes).skip(1) {
-        *out = find(shard, key, *id, h)?;
-    }
-    Some(found)
 }

@@ -80,17 +80,6 @@ impl LimitName {
         let len = self.bytes.iter().position(|&b| b == 0).unwrap_or(MAX_NAME_LEN);
         core::str::from_utf8(&self.bytes[..len]).unwrap_or_default()
     }
-
-    /// The name as two words, for hashing.
-    #[cfg(feature = "std")]
-    #[inline]
-    pub(crate) fn words(&self) -> (u64, u64) {
-        let mut lo = [0; 8];
-        let mut hi = [0; 8];
-        lo.copy_from_slice(&self.bytes[..8]);
-        hi.copy_from_slice(&self.bytes[8..]);
-        (u64::from_le_bytes(lo), u64::from_le_bytes(hi))
-    }
 }
 
 impl fmt::Debug for LimitName {
