@@ -605,6 +605,26 @@ proptest! {
         }
     }
 
+    /// Any parameters, state and time: no overflow (tests run with overflow checks), and an
+    /// admitted request moves the state to at least `now`.
+    #[test]
+    fn gcra_never_overflows(
+        amount in 0u32..=u32::MAX,
+        period_ns in 0u64..=u64::MAX,
+        burst in 0u32..=u32::MAX,
+        tat in prop_oneof![Just(0u64), Just(keygate::MAX_STATE), Just(u64::MAX), 0u64..=u64::MAX],
+        now in prop_oneof![Just(u64::MAX), Just(keygate::MAX_STATE), 0u64..=u64::MAX],
+        cost in prop_oneof![Just(0u32), Just(1u32), 0u32..=u32::MAX],
+        units in 0u64..=u64::MAX,
+    ) {
+        let g = Gcra::new(amount, Duration::from_nanos(period_ns)).with_burst(burst);
+        let now = Timestamp::from_unix_nanos(now);
+        if let Ok(next) = g.check(tat, now, cost) {
+            prop_assert!(cost == 0 || next >= now.unix_nanos().min(keygate::MAX_STATE));
+        }
+        let _ = (g.charge(tat, now, units), g.refund(tat, now, units), g.status(tat, now));
+    }
+
     #[test]
     fn gcra_matches_governor(
         interval_ns in 1u64..10_000_000_000,

@@ -24,6 +24,11 @@ const NANOS_PER_SEC: u64 = 1_000_000_000;
 /// 2262-04-11 (later instants saturate here).
 pub const MAX_STATE: u64 = i64::MAX.unsigned_abs();
 
+/// The longest emission interval and tolerance: 2^61 ns, 73 years. With `now` clamped to
+/// [`MAX_STATE`], `max(tat, now) + t + additional` then cannot overflow, so the hot path adds
+/// without saturating.
+const MAX_SPAN: u64 = 1 << 61;
+
 /// A rate limit's parameters: `amount` units per `period`, with a burst capacity.
 ///
 /// ```
@@ -68,7 +73,13 @@ impl Gcra {
             0
         } else {
             let nanos = period_nanos / amount as u64;
-            if nanos == 0 { 1 } else { clamp(nanos) }
+            if nanos == 0 {
+                1
+            } else if nanos > MAX_SPAN {
+                MAX_SPAN
+            } else {
+                nanos
+            }
         };
         Self { t, tau: 0, amount, burst: 0 }.with_burst(amount)
     }
@@ -94,8 +105,8 @@ impl Gcra {
         let burst = if burst == 0 { 1 } else { burst };
         self.burst = burst;
         self.tau = self.t.saturating_mul((burst - 1) as u64);
-        if self.tau > MAX_STATE {
-            self.tau = MAX_STATE;
+        if self.tau > MAX_SPAN {
+            self.tau = MAX_SPAN;
         }
         self
     }
@@ -140,13 +151,13 @@ impl Gcra {
     /// `cost` exceeds the burst or the limit is 0 units (a retry never succeeds).
     #[inline]
     pub const fn check(&self, tat: u64, now: Timestamp, cost: u32) -> Result<u64, NotUntil> {
-        let t0 = now.unix_nanos();
-        let tat_eff = if tat == 0 { t0 } else { tat };
+        let t0 = clamp(now.unix_nanos());
         // governor's `test_and_update` for one unit, `test_n_all_and_update` for more.
         let additional = if cost > 1 { self.t.saturating_mul((cost - 1) as u64) } else { 0 };
         if additional > self.tau || self.t == 0 {
             return Err(NotUntil::NEVER);
         }
+        let tat_eff = if tat == 0 { t0 } else { tat };
         let earliest = tat_eff.saturating_add(additional).saturating_sub(self.tau);
         if t0 < earliest {
             return Err(NotUntil { earliest: Some(Timestamp::from_unix_nanos(earliest)) });
@@ -154,8 +165,11 @@ impl Gcra {
         if cost == 0 {
             return Ok(tat);
         }
+        // Admitted, so tat_eff <= t0 + tau - additional and the sum is at most t0 + tau + t, below
+        // 2^63 + 2^62 (t0 <= 2^63, t and tau <= 2^61): no overflow. A result above MAX_STATE
+        // (only after the year 2262) is clamped by the store that keeps it.
         let base = if tat_eff > t0 { tat_eff } else { t0 };
-        Ok(clamp(base.saturating_add(self.t).saturating_add(additional)))
+        Ok(base + self.t + additional)
     }
 
     /// Charges `units` unconditionally (usage that already happened): the new state.
