@@ -149,18 +149,18 @@ impl<S: LimitStore> Limiter<S> {
             limiter: self,
             key: record.id,
             now,
-            requests: limits.requests_per_minute.map(|per_minute| Rate { per_minute, tat: None }),
-            tokens: limits.tokens_per_minute.map(|per_minute| Rate { per_minute, tat: None }),
+            requests: limits.requests_per_minute.map(|rpm| Rate { gcra: Gcra::per_minute(rpm), tat: None }),
+            tokens: limits.tokens_per_minute.map(|tpm| Rate { gcra: Gcra::per_minute(tpm), tat: None }),
             estimate: request.tokens,
             spend: record.spend_cap,
             fail_open: false,
             holds_permit: false,
         };
         let rate_only = limits.concurrency.is_none() && record.spend_cap.is_none() && record.credits.is_none();
-        let single = match (limits.requests_per_minute, limits.tokens_per_minute) {
+        let single = match (admission.requests, admission.tokens) {
             (None, None) if rate_only => return Ok(admission),
-            (Some(rpm), None) if rate_only => Some((LimitName::REQUESTS, Gcra::per_minute(rpm), 1)),
-            (None, Some(tpm)) if rate_only => Some((LimitName::TOKENS, Gcra::per_minute(tpm), request.tokens)),
+            (Some(r), None) if rate_only => Some((LimitName::REQUESTS, r.gcra, 1)),
+            (None, Some(t)) if rate_only => Some((LimitName::TOKENS, t.gcra, request.tokens)),
             _ => None,
         };
         let outcome = match single {
@@ -174,7 +174,8 @@ impl<S: LimitStore> Limiter<S> {
             }
             None => {
                 let mut batch = LimitBatch::new();
-                if Plan::fill(&mut batch, record, request, now).is_err() {
+                let gcras = (admission.requests.map(|r| r.gcra), admission.tokens.map(|t| t.gcra));
+                if Plan::fill(&mut batch, record, request, now, gcras).is_err() {
                     return Err(Denial::new(DenialCode::AuthUnavailable));
                 }
                 let plan = Plan::of(record);
@@ -248,21 +249,21 @@ impl Plan {
         Self { requests, tokens }
     }
 
-    /// Pushes the record's limits for `request` into `batch`, in the order of [`Plan::of`].
+    /// Pushes the record's limits for `request` into `batch`, in the order of [`Plan::of`];
+    /// `rates` are the requests and tokens limits' parameters, computed from the record.
     fn fill(
         batch: &mut LimitBatch,
         record: &KeyRecord,
         request: LimitRequest,
         now: Timestamp,
+        rates: (Option<Gcra>, Option<Gcra>),
     ) -> Result<(), LimitError> {
         let limits = &record.rate_limit;
-        if let Some(rpm) = limits.requests_per_minute {
-            let gcra = Gcra::per_minute(rpm);
+        if let Some(gcra) = rates.0 {
             batch.push(CellId::new(LimitName::REQUESTS), LimitOp::Rate { gcra, cost: 1 })?;
         }
-        if let Some(tpm) = limits.tokens_per_minute {
-            let op = LimitOp::Rate { gcra: Gcra::per_minute(tpm), cost: request.tokens };
-            batch.push(CellId::new(LimitName::TOKENS), op)?;
+        if let Some(gcra) = rates.1 {
+            batch.push(CellId::new(LimitName::TOKENS), LimitOp::Rate { gcra, cost: request.tokens })?;
         }
         if let Some(cap) = limits.concurrency {
             batch.push(CellId::new(LimitName::CONCURRENCY), LimitOp::Acquire { cap })?;
@@ -294,9 +295,13 @@ fn credits_cell(credits: Credits, now: Timestamp) -> (CellId, Option<Timestamp>)
 /// An admitted request: its rate-limit status for the response headers, its concurrency permit,
 /// and what to reconcile when it ends.
 ///
-/// Call [`finish`](Self::finish) with the real usage when the request ends. Dropping an admission
-/// without finishing (the request failed, its future was cancelled, it panicked) releases the
-/// concurrency permit, keeps the token estimate charged and records no spend.
+/// The admission is the request's RAII concurrency permit: its slot is released when the
+/// admission ends. Call [`finish`](Self::finish) with the real usage when the request ends.
+/// Dropping an admission without finishing (the request failed, its future was cancelled, it
+/// panicked) releases the slot, keeps the token estimate charged and records no spend.
+///
+/// It borrows the [`Limiter`]; keep the limiter where the requests can borrow it (in the
+/// server's shared state, for example behind an `Arc`).
 #[must_use]
 pub struct Admission<'a, S: LimitStore> {
     limiter: &'a Limiter<S>,
@@ -314,7 +319,7 @@ pub struct Admission<'a, S: LimitStore> {
 /// A rate limit of the key and its state after the request was counted.
 #[derive(Debug, Clone, Copy)]
 struct Rate {
-    per_minute: u32,
+    gcra: Gcra,
     tat: Option<u64>,
 }
 
@@ -337,7 +342,7 @@ impl<S: LimitStore> Admission<'_, S> {
     pub fn rate_limit(&self) -> Option<RateLimitStatus> {
         let status = |r: Option<Rate>| {
             let r = r?;
-            Some(Gcra::per_minute(r.per_minute).status(r.tat?, self.now))
+            Some(r.gcra.status(r.tat?, self.now))
         };
         let status = RateLimitStatus::new(status(self.requests), status(self.tokens));
         (!status.is_empty()).then_some(status)
@@ -382,8 +387,7 @@ impl<S: LimitStore> Admission<'_, S> {
     /// released by a separate update.
     pub fn finish(mut self, usage: Usage, now: Timestamp) -> Result<(), LimitError> {
         let mut batch = LimitBatch::new();
-        if let Some(Rate { per_minute, .. }) = self.tokens {
-            let gcra = Gcra::per_minute(per_minute);
+        if let Some(Rate { gcra, .. }) = self.tokens {
             let (used, estimate) = (u64::from(usage.tokens), u64::from(self.estimate));
             let cell = CellId::new(LimitName::TOKENS);
             if used > estimate {
