@@ -145,27 +145,20 @@ impl<S: LimitStore> Limiter<S> {
     /// resets), or `503 auth_unavailable` if the store failed and the limiter fails closed.
     pub fn check(&self, record: &KeyRecord, request: LimitRequest, now: Timestamp) -> Result<Admission<'_, S>, Denial> {
         let limits = &record.rate_limit;
-        let mut admission = Admission {
-            limiter: self,
-            key: record.id,
-            now,
-            requests: limits.requests_per_minute.map(|rpm| Rate { gcra: Gcra::per_minute(rpm), tat: None }),
-            tokens: limits.tokens_per_minute.map(|tpm| Rate { gcra: Gcra::per_minute(tpm), tat: None }),
-            estimate: request.tokens,
-            spend: record.spend_cap,
-            fail_open: false,
-            holds_permit: false,
-        };
+        let requests = limits.requests_per_minute.map(Gcra::per_minute);
+        let tokens = limits.tokens_per_minute.map(Gcra::per_minute);
         let rate_only = limits.concurrency.is_none() && record.spend_cap.is_none() && record.credits.is_none();
-        let single = match (admission.requests, admission.tokens) {
-            (None, None) if rate_only => return Ok(admission),
-            (Some(r), None) if rate_only => Some((LimitName::REQUESTS, r.gcra, 1)),
-            (None, Some(t)) if rate_only => Some((LimitName::TOKENS, t.gcra, request.tokens)),
+        let single = match (requests, tokens) {
+            (None, None) if rate_only => Some(None),
+            (Some(gcra), None) if rate_only => Some(Some((LimitName::REQUESTS, gcra, 1))),
+            (None, Some(gcra)) if rate_only => Some(Some((LimitName::TOKENS, gcra, request.tokens))),
             _ => None,
         };
         let outcome = match single {
+            // No limits: no store access.
+            Some(None) => Ok(Ok([0, 0])),
             // One rate limit (the common case): the store's single-cell path, no batch.
-            Some((name, gcra, cost)) => {
+            Some(Some((name, gcra, cost))) => {
                 match self.store.apply_one(&record.id, CellId::new(name), LimitOp::Rate { gcra, cost }, now) {
                     Ok(Ok(value)) => Ok(Ok([value, value])),
                     Ok(Err(refused)) => Ok(Err(refused)),
@@ -174,8 +167,7 @@ impl<S: LimitStore> Limiter<S> {
             }
             None => {
                 let mut batch = LimitBatch::new();
-                let gcras = (admission.requests.map(|r| r.gcra), admission.tokens.map(|t| t.gcra));
-                if Plan::fill(&mut batch, record, request, now, gcras).is_err() {
+                if Plan::fill(&mut batch, record, request, now, (requests, tokens)).is_err() {
                     return Err(Denial::new(DenialCode::AuthUnavailable));
                 }
                 let plan = Plan::of(record);
@@ -187,25 +179,24 @@ impl<S: LimitStore> Limiter<S> {
                 })
             }
         };
-        match outcome {
-            Ok(Ok([requests, tokens])) => {
-                admission.admitted(limits.concurrency.is_some(), requests, tokens);
-                Ok(admission)
-            }
-            Ok(Err(refused)) => Err(refusal(record, now, &refused)),
-            Err(_) => self.unavailable(admission),
-        }
-    }
-
-    #[cold]
-    fn unavailable<'a>(&self, mut admission: Admission<'a, S>) -> Result<Admission<'a, S>, Denial> {
-        if !self.fail_open {
-            return Err(Denial::new(DenialCode::AuthUnavailable));
-        }
-        // Nothing was taken: the tokens are charged in full when the usage is known.
-        admission.fail_open = true;
-        admission.estimate = 0;
-        Ok(admission)
+        let ([requests_tat, tokens_tat], fail_open) = match outcome {
+            Ok(Ok(values)) => (values, false),
+            Ok(Err(refused)) => return Err(refusal(record, now, &refused)),
+            Err(_) if self.fail_open => ([0, 0], true),
+            Err(_) => return Err(Denial::new(DenialCode::AuthUnavailable)),
+        };
+        Ok(Admission {
+            limiter: self,
+            key: record.id,
+            now,
+            requests: requests.map(|gcra| Rate { gcra, tat: requests_tat }),
+            tokens: tokens.map(|gcra| Rate { gcra, tat: tokens_tat }),
+            // Failed open, nothing was taken: the tokens are charged in full when the usage is known.
+            estimate: if fail_open { 0 } else { request.tokens },
+            spend: record.spend_cap,
+            fail_open,
+            holds_permit: !fail_open && limits.concurrency.is_some(),
+        })
     }
 }
 
@@ -316,34 +307,23 @@ pub struct Admission<'a, S: LimitStore> {
     holds_permit: bool,
 }
 
-/// A rate limit of the key and its state after the request was counted.
+/// A rate limit of the key and its state after the request was counted (unknown, 0, when the
+/// limiter failed open).
 #[derive(Debug, Clone, Copy)]
 struct Rate {
     gcra: Gcra,
-    tat: Option<u64>,
+    tat: u64,
 }
 
 impl<S: LimitStore> Admission<'_, S> {
-    /// Records the rate limits' new states.
-    #[inline]
-    fn admitted(&mut self, concurrency: bool, requests: u64, tokens: u64) {
-        if let Some(r) = &mut self.requests {
-            r.tat = Some(requests);
-        }
-        if let Some(r) = &mut self.tokens {
-            r.tat = Some(tokens);
-        }
-        self.holds_permit = concurrency;
-    }
-
     /// The `x-ratelimit-*` status after this request was counted (`None` if the key has no
     /// requests or tokens limit, or the limiter failed open). Computed when asked for.
     #[must_use]
     pub fn rate_limit(&self) -> Option<RateLimitStatus> {
-        let status = |r: Option<Rate>| {
-            let r = r?;
-            Some(r.gcra.status(r.tat?, self.now))
-        };
+        if self.fail_open {
+            return None;
+        }
+        let status = |r: Option<Rate>| r.map(|r| r.gcra.status(r.tat, self.now));
         let status = RateLimitStatus::new(status(self.requests), status(self.tokens));
         (!status.is_empty()).then_some(status)
     }
