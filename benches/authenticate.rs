@@ -15,8 +15,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use criterion::Criterion;
 use hmac::{KeyInit, Mac};
 use keygate::{
-    KeyKind, KeyRecord, KeyStore, MemoryStore, ModelAllowlist, Pepper, PepperId, Peppers, RequestAttrs, RequiredScopes,
-    Scopes, SelectorFormat, Timestamp, Verifier, authorize,
+    DirectLimiter, Gcra, KeyKind, KeyRecord, KeyStore, LimitRequest, Limiter, MemoryLimitStore, MemoryStore,
+    ModelAllowlist, Pepper, PepperId, Peppers, RequestAttrs, RequiredScopes, Scopes, SelectorFormat, Timestamp,
+    Verifier, authorize,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -57,6 +58,8 @@ fn main() {
     restricted.scopes = Scopes::parse("chat:* models:read files:write").unwrap();
     restricted.allowed_models = ModelAllowlist::new(["gpt-4o", "gpt-4o-mini", "claude-3*"]).unwrap();
     restricted.allowed_ips = vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()];
+    // One request limit, wide enough that no run exhausts it at a fixed `now`.
+    restricted.rate_limit.requests_per_minute = Some(u32::MAX);
     store.replace(restricted.revision, restricted).unwrap();
     let required: RequiredScopes = "chat:write".parse().unwrap();
     let request = RequestAttrs::new()
@@ -127,7 +130,55 @@ fn main() {
             })
         })
     });
+    let limiter = Limiter::new(MemoryLimitStore::new());
+    let one_request = LimitRequest::new();
+    g.bench_function("limit_check_memory_store", |b| {
+        b.iter_custom(|n| {
+            paired.measure("limit_check_memory_store", n, || {
+                keep(limiter.check(black_box(&record), one_request, now).is_ok());
+            })
+        })
+    });
+    g.bench_function("authenticate_limit_memory_store_1m", |b| {
+        b.iter_custom(|n| {
+            paired.measure("authenticate_limit_memory_store_1m", n, || {
+                let verified = verifier.authenticate(&store, black_box(&token), now);
+                keep(verified.and_then(|v| limiter.check(v.record(), one_request, now).map(drop)).is_ok());
+            })
+        })
+    });
+    g.bench_function("authenticate_policy_limit_memory_store_1m", |b| {
+        b.iter_custom(|n| {
+            paired.measure("authenticate_policy_limit_memory_store_1m", n, || {
+                let authorized = verifier
+                    .authenticate(&store, black_box(&token), now)
+                    .and_then(|v| authorize(v, black_box(&request), now));
+                keep(authorized.and_then(|a| limiter.check(a.record(), one_request, now).map(drop)).is_ok());
+            })
+        })
+    });
+
+    // GCRA against governor's direct limiter, paired with each other: a burst of 2^32 at one
+    // unit per ns admits every check; each side reads its time from an atomic, as governor's
+    // FakeRelativeClock does.
+    let gcra = Gcra::new(u32::MAX, std::time::Duration::from_secs(1)).with_burst(u32::MAX);
+    let direct = DirectLimiter::new(gcra);
+    let fake_clock = std::sync::atomic::AtomicU64::new(now.unix_nanos());
+    let quota = governor::Quota::with_period(gcra.emission_interval())
+        .unwrap()
+        .allow_burst(std::num::NonZeroU32::new(u32::MAX).unwrap());
+    let theirs = governor::RateLimiter::direct_with_clock(quota, governor::clock::FakeRelativeClock::default());
+    let mut vs_governor = Paired::new(|| keep(theirs.check().is_ok()));
+    g.bench_function("governor_direct_check", |b| b.iter(|| theirs.check().is_ok()));
+    g.bench_function("gcra_check", |b| {
+        b.iter_custom(|n| {
+            vs_governor.measure("gcra_check", n, || {
+                keep(direct.check(Timestamp::from_unix_nanos(fake_clock.load(Relaxed))).is_ok());
+            })
+        })
+    });
     g.finish();
+    assert!(direct.check(now).is_ok() && theirs.check().is_ok(), "both limiters still admit");
     assert!(
         verifier.authenticate(&store, &token, now).and_then(|v| authorize(v, &request, now)).is_ok(),
         "the measured request is allowed"
@@ -149,6 +200,14 @@ fn main() {
     row("verify_wrong_secret", paired.ratio("verify_wrong_secret"), "");
     row("authenticate_memory_store_1m", paired.ratio("authenticate_memory_store_1m"), "<= 1.2x");
     row("authenticate_policy_memory_store_1m", paired.ratio("authenticate_policy_memory_store_1m"), "<= 1.2x");
+    row("limit_check_memory_store", paired.ratio("limit_check_memory_store"), "");
+    row("authenticate_limit_memory_store_1m", paired.ratio("authenticate_limit_memory_store_1m"), "<= 1.2x");
+    row(
+        "authenticate_policy_limit_memory_store_1m",
+        paired.ratio("authenticate_policy_limit_memory_store_1m"),
+        "<= 1.2x (DESIGN.md's cached authenticate)",
+    );
+    row("gcra_check / governor_direct_check", vs_governor.ratio("gcra_check"), "<= 1.0x (paired with governor)");
     let miss_vs_wrong =
         paired.ratio("verify_miss_unknown_kid").zip(paired.ratio("verify_wrong_secret")).map(|(a, b)| a / b);
     row("unknown_kid / wrong_secret", miss_vs_wrong, "0.9-1.1x");

@@ -9,6 +9,7 @@ use core::fmt;
 use core::time::Duration;
 
 use crate::RequiredScopes;
+use crate::limit::RateLimitStatus;
 
 /// The stable, machine-readable reason for a denial.
 ///
@@ -180,32 +181,59 @@ impl serde::Serialize for DenialCode {
 pub struct Denial {
     code: DenialCode,
     retry_after: Option<Duration>,
-    scopes: Option<RequiredScopes>,
+    detail: Detail,
+}
+
+/// What a denial carries beyond its code: the required scopes of an `insufficient_scope`, or
+/// the rate-limit status of a `rate_limited`. A denial is never both, so they share the space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Detail {
+    None,
+    Scopes(RequiredScopes),
+    RateLimit(RateLimitStatus),
 }
 
 impl Denial {
     /// A denial with `code` and nothing else.
     pub const fn new(code: DenialCode) -> Self {
-        Self { code, retry_after: None, scopes: None }
+        Self { code, retry_after: None, detail: Detail::None }
     }
 
     /// The same denial naming the scopes the request required, for the `scope` attribute of
     /// `insufficient_scope`'s `WWW-Authenticate` header. Held inline (no heap).
     pub const fn with_required_scopes(mut self, scopes: RequiredScopes) -> Self {
-        self.scopes = Some(scopes);
+        self.detail = Detail::Scopes(scopes);
         self
     }
 
     /// The scopes the request required, if the denial names them.
     #[must_use]
     pub const fn required_scopes(&self) -> Option<&RequiredScopes> {
-        self.scopes.as_ref()
+        match &self.detail {
+            Detail::Scopes(scopes) => Some(scopes),
+            _ => None,
+        }
     }
 
     /// The same denial with a `Retry-After` duration.
     pub const fn with_retry_after(mut self, after: Duration) -> Self {
         self.retry_after = Some(after);
         self
+    }
+
+    /// The same denial with the `x-ratelimit-*` status of the key's rate limits (429s).
+    pub const fn with_rate_limit(mut self, status: RateLimitStatus) -> Self {
+        self.detail = Detail::RateLimit(status);
+        self
+    }
+
+    /// The status of the key's rate limits, for the `x-ratelimit-*` headers, if known.
+    #[must_use]
+    pub const fn rate_limit(&self) -> Option<&RateLimitStatus> {
+        match &self.detail {
+            Detail::RateLimit(status) => Some(status),
+            _ => None,
+        }
     }
 
     /// The stable code.

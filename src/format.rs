@@ -225,6 +225,7 @@ impl KeyId {
 
     /// The id as bytes.
     #[must_use]
+    #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }

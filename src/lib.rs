@@ -12,6 +12,7 @@ pub mod cidr;
 pub mod decision;
 pub mod format;
 pub mod http;
+pub mod limit;
 pub mod manage;
 pub mod policy;
 pub mod record;
@@ -30,6 +31,14 @@ pub use http::{
     BufferTooSmall, Challenge, DenialHeader, DenialHeaders, ErrorBody, HeaderValue, InvalidRealm, Realm, bearer_token,
     write_into,
 };
+#[cfg(feature = "alloc")]
+pub use limit::{Admission, LimitRequest, Limiter, Usage};
+pub use limit::{
+    Applied, CellId, CellState, Gcra, InlineHeaderValue, LimitBatch, LimitError, LimitName, LimitOp, LimitStatus,
+    LimitStore, MAX_CELLS, MAX_STATE, NotUntil, OpenAiDuration, RateLimitHeaders, RateLimitStatus, Refused,
+};
+#[cfg(feature = "std")]
+pub use limit::{DirectLimiter, MemoryLimitStore};
 #[cfg(feature = "alloc")]
 pub use manage::{
     Access, Caller, CreateKey, CreatedKey, DEFAULT_PAGE, InvalidValue, KeyPage, ListKeys, MAX_ALLOWED_IPS,
@@ -52,7 +61,7 @@ pub use policy::{
 };
 pub use policy::{MAX_REQUIRED_SCOPES, MAX_REQUIRED_SCOPES_LEN, MAX_SCOPE_LEN, RequiredScopes, ScopeError};
 #[cfg(feature = "alloc")]
-pub use record::{InvalidStatus, KeyRecord, KeyShape, KeyStatus, RateLimits, SpendCap, SpendPeriod};
+pub use record::{Credits, InvalidStatus, KeyRecord, KeyShape, KeyStatus, RateLimits, SpendCap, SpendPeriod};
 pub use secret::{
     DIGEST_LEN, DigestCheck, DigestScheme, Pepper, PepperError, PepperId, Peppers, StoredDigest, ct_eq_32,
 };

@@ -109,6 +109,21 @@ pub struct SpendCap {
     pub period: SpendPeriod,
 }
 
+/// Credits (Unkey's `remaining` and `refill`): at most `amount` units per refill period, or in
+/// total without one. Each request takes its credit cost before it runs (`429 quota_exceeded`
+/// when they do not fit).
+///
+/// `amount` is the budget, not a balance: what has been used lives in the limiter's state (one
+/// counter per period, like a spend cap), so the record does not change on every request. To
+/// top up a key, raise `amount`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Credits {
+    /// Credits per refill period (or in total).
+    pub amount: u64,
+    /// The calendar period after which the credits are back to `amount`; `None` for never.
+    pub refill: Option<SpendPeriod>,
+}
+
 /// Everything stored about one key. The secret itself is never stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -146,6 +161,8 @@ pub struct KeyRecord {
     pub rate_limit: RateLimits,
     /// Spend cap per period.
     pub spend_cap: Option<SpendCap>,
+    /// Credits consumed per request.
+    pub credits: Option<Credits>,
     /// Caller-defined data, as the text of a JSON object.
     pub metadata: Option<String>,
     /// When the key was created.
@@ -179,6 +196,7 @@ impl KeyRecord {
             allowed_ips: Vec::new(),
             rate_limit: RateLimits { requests_per_minute: None, tokens_per_minute: None, concurrency: None },
             spend_cap: None,
+            credits: None,
             metadata: None,
             created_at: now,
             updated_at: now,

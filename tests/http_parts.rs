@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use keygate::{
     BufferTooSmall, Denial, DenialCode, ErrorBody, HeaderValue, KeyId, KeyKind, KeyRecord, KeyStatus, KeyStore,
-    ListQuery, Lookup, MemoryStore, ModelAllowlist, Page, Pepper, PepperId, Peppers, Realm, RequestAttrs,
-    RequiredScopes, Scopes, SelectorFormat, StoreError, Timestamp, Verifier, authorize, bearer_token, write_into,
+    LimitRequest, Limiter, ListQuery, Lookup, MemoryLimitStore, MemoryStore, ModelAllowlist, Page, Pepper, PepperId,
+    Peppers, Realm, RequestAttrs, RequiredScopes, Scopes, SelectorFormat, SpendCap, SpendPeriod, StoreError, Timestamp,
+    Usage, Verifier, authorize, bearer_token, write_into,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -98,9 +99,23 @@ fn every_denial() -> (String, Vec<Denial>) {
     out.push(run(Some(header.as_bytes()), base.with_scopes(&needs)));
     out.push(run(Some(header.as_bytes()), base.with_model("gpt-3.5-turbo")));
     out.push(run(Some(header.as_bytes()), base.with_provider("anthropic")));
-    out.push(Denial::new(DenialCode::RateLimited).with_retry_after(Duration::from_millis(1500)));
-    out.push(Denial::new(DenialCode::ConcurrencyLimited));
-    out.push(Denial::new(DenialCode::QuotaExceeded).with_retry_after(Duration::from_secs(3600)));
+    // The 429s through a real limiter: one request per minute, one in flight, a spend cap.
+    let limiter = Limiter::new(MemoryLimitStore::new());
+    let mut limited = KeyRecord::clone(&stored);
+    limited.rate_limit.requests_per_minute = Some(1);
+    let first = limiter.check(&limited, LimitRequest::new(), NOW).unwrap();
+    drop(first);
+    out.push(limiter.check(&limited, LimitRequest::new(), NOW).unwrap_err());
+    let mut capped = KeyRecord::clone(&stored);
+    capped.id = keygate::KeyId::new("concurrency1").unwrap();
+    capped.rate_limit.concurrency = Some(1);
+    let _in_flight = limiter.check(&capped, LimitRequest::new(), NOW).unwrap();
+    out.push(limiter.check(&capped, LimitRequest::new(), NOW).unwrap_err());
+    let mut spent = KeyRecord::clone(&stored);
+    spent.id = keygate::KeyId::new("quota1").unwrap();
+    spent.spend_cap = Some(SpendCap { amount_micros: 1_000, period: SpendPeriod::Day });
+    limiter.check(&spent, LimitRequest::new(), NOW).unwrap().finish(Usage::new(0, 1_000), NOW).unwrap();
+    out.push(limiter.check(&spent, LimitRequest::new(), NOW).unwrap_err());
     out.push(v.authenticate(&Down, &token, NOW).unwrap_err());
     (token, out)
 }
@@ -127,9 +142,21 @@ fn expected(code: DenialCode) -> (u16, &'static str, Vec<(&'static str, &'static
         C::KeyBlocked | C::IpNotAllowed | C::ModelNotAllowed | C::ProviderNotAllowed => {
             (403, "permission_error", vec![])
         }
-        C::RateLimited => (429, "rate_limit_error", vec![("retry-after", "2")]),
+        // One request per minute, used: retry in 60 s; OpenAI's header names and reset format.
+        C::RateLimited => (
+            429,
+            "rate_limit_error",
+            vec![
+                ("retry-after", "60"),
+                ("retry-after-ms", "60000"),
+                ("x-ratelimit-limit-requests", "1"),
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "1m0s"),
+            ],
+        ),
         C::ConcurrencyLimited => (429, "rate_limit_error", vec![]),
-        C::QuotaExceeded => (429, "rate_limit_error", vec![("retry-after", "3600")]),
+        // NOW is 2027-01-15T08:00:00Z: the daily cap resets at midnight UTC, 16 hours later.
+        C::QuotaExceeded => (429, "rate_limit_error", vec![("retry-after", "57600"), ("retry-after-ms", "57600000")]),
         C::AuthUnavailable => (503, "service_unavailable_error", vec![]),
         other => panic!("no expectation for {other}: add it to this table"),
     }

@@ -2,6 +2,8 @@
 
 use core::fmt;
 
+use crate::limit::{InlineHeaderValue, RateLimitHeaders, RateLimitStatus};
+
 use crate::{Denial, DenialCode};
 
 /// The OpenAI-compatible JSON body of a denial:
@@ -250,21 +252,25 @@ impl HeaderValue<'_> {
 #[derive(Debug, Clone, Copy)]
 enum Value<'a> {
     Challenge(Challenge<'a>),
-    Seconds(u64),
+    Number(u64),
+    Inline(InlineHeaderValue),
 }
 
 impl fmt::Display for HeaderValue<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Value::Challenge(c) => fmt::Display::fmt(c, f),
-            Value::Seconds(s) => write!(f, "{s}"),
+            Value::Number(n) => write!(f, "{n}"),
+            Value::Inline(v) => fmt::Display::fmt(v, f),
         }
     }
 }
 
-/// The headers that go with a denial, in order: `www-authenticate` (see [`Challenge`]) and
-/// `retry-after` (whole seconds, when the denial has a retry time). Content-Type is not among
-/// them: send [`ErrorBody::CONTENT_TYPE`] with the body.
+/// The headers that go with a denial, in order: `www-authenticate` (see [`Challenge`]);
+/// `retry-after` (whole seconds, rounded up) and `retry-after-ms` (milliseconds, rounded up; the
+/// OpenAI SDKs read it first) when the denial has a retry time; and the six `x-ratelimit-*`
+/// headers when it carries a [`RateLimitStatus`](crate::RateLimitStatus). Content-Type is not
+/// among them: send [`ErrorBody::CONTENT_TYPE`] with the body.
 ///
 /// ```
 /// use keygate::{Denial, DenialCode, Realm};
@@ -279,6 +285,7 @@ pub struct DenialHeaders<'a> {
     denial: &'a Denial,
     realm: Option<Realm<'a>>,
     next: Slot,
+    rate_limit: Option<RateLimitHeaders>,
 }
 
 /// The headers a denial may carry, in the order they are produced.
@@ -286,6 +293,8 @@ pub struct DenialHeaders<'a> {
 enum Slot {
     WwwAuthenticate,
     RetryAfter,
+    RetryAfterMs,
+    RateLimit,
     End,
 }
 
@@ -293,7 +302,9 @@ impl Slot {
     const fn after(self) -> Self {
         match self {
             Self::WwwAuthenticate => Self::RetryAfter,
-            Self::RetryAfter | Self::End => Self::End,
+            Self::RetryAfter => Self::RetryAfterMs,
+            Self::RetryAfterMs => Self::RateLimit,
+            Self::RateLimit | Self::End => Self::End,
         }
     }
 }
@@ -314,8 +325,13 @@ impl<'a> DenialHeaders<'a> {
                 challenge.realm = self.realm;
                 ("www-authenticate", Value::Challenge(challenge))
             }
-            Slot::RetryAfter => ("retry-after", Value::Seconds(d.retry_after_secs()?)),
-            Slot::End => return None,
+            Slot::RetryAfter => ("retry-after", Value::Number(d.retry_after_secs()?)),
+            Slot::RetryAfterMs => {
+                let after = d.retry_after()?;
+                let ms = after.as_millis().saturating_add(u128::from(after.subsec_nanos() % 1_000_000 != 0));
+                ("retry-after-ms", Value::Number(u64::try_from(ms).unwrap_or(u64::MAX)))
+            }
+            Slot::RateLimit | Slot::End => return None,
         };
         Some(DenialHeader { name, value: HeaderValue(value) })
     }
@@ -325,6 +341,15 @@ impl<'a> Iterator for DenialHeaders<'a> {
     type Item = DenialHeader<'a>;
     fn next(&mut self) -> Option<DenialHeader<'a>> {
         while self.next != Slot::End {
+            if self.next == Slot::RateLimit {
+                match self.rate_limit.as_mut().and_then(Iterator::next) {
+                    Some((name, value)) => {
+                        return Some(DenialHeader { name, value: HeaderValue(Value::Inline(value)) });
+                    }
+                    None => self.next = Slot::End,
+                }
+                continue;
+            }
             let slot = self.next;
             self.next = slot.after();
             if let Some(h) = self.header(slot) {
@@ -351,8 +376,13 @@ impl Denial {
     }
 
     /// The response headers (name, value), in a fixed order.
-    pub const fn headers(&self) -> DenialHeaders<'_> {
-        DenialHeaders { denial: self, realm: None, next: Slot::WwwAuthenticate }
+    pub fn headers(&self) -> DenialHeaders<'_> {
+        DenialHeaders {
+            denial: self,
+            realm: None,
+            next: Slot::WwwAuthenticate,
+            rate_limit: self.rate_limit().map(RateLimitStatus::headers),
+        }
     }
 }
 

@@ -372,6 +372,8 @@ mod tests {
         assert_eq!(two.iter().collect::<alloc::vec::Vec<_>>(), [x.as_str(), y.as_str()]);
         let y33 = "y".repeat(33);
         assert_eq!(RequiredScopes::from_scopes([x.as_str(), y33.as_str()]), Err(ScopeError::ListTooLong));
-        assert!(core::mem::size_of::<crate::Denial>() <= 96, "a Denial stays small");
+        // A Denial carries required scopes or a rate-limit status, never both (one enum); it
+        // stays under the 128 bytes past which clippy flags `Result<_, Denial>` as too large.
+        assert!(core::mem::size_of::<crate::Denial>() <= 128, "a Denial stays small");
     }
 }
