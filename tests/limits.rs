@@ -721,3 +721,17 @@ fn a_store_with_only_update_gives_the_same_decisions() {
     let quota = Some(DenialCode::QuotaExceeded);
     assert_eq!(codes, [None, None, None, rate, None, rate, quota]);
 }
+
+/// An admission from `check_owned` owns its store handle: it is `'static`, can travel to the
+/// thread that finishes the response (a stream), and releases its slot there.
+#[test]
+fn owned_admissions_outlive_the_check() {
+    let limiter = Limiter::new(std::sync::Arc::new(MemoryLimitStore::new()));
+    let mut r = record("owned");
+    r.rate_limit.concurrency = Some(1);
+    let admission: keygate::Admission<'static, _> = limiter.check_owned(&r, LimitRequest::new(), T0).unwrap();
+    assert!(admission.holds_permit());
+    assert_eq!(limiter.check(&r, LimitRequest::new(), T0).unwrap_err().code(), DenialCode::ConcurrencyLimited);
+    std::thread::spawn(move || drop(admission)).join().unwrap();
+    assert!(limiter.check(&r, LimitRequest::new(), T0).is_ok(), "released on the other thread");
+}

@@ -144,6 +144,36 @@ impl<S: LimitStore> Limiter<S> {
     /// `429 concurrency_limited`, `429 quota_exceeded` (with `Retry-After` until the period
     /// resets), or `503 auth_unavailable` if the store failed and the limiter fails closed.
     pub fn check(&self, record: &KeyRecord, request: LimitRequest, now: Timestamp) -> Result<Admission<'_, S>, Denial> {
+        self.admit(StoreRef::Borrowed(&self.store), record, request, now)
+    }
+
+    /// [`Limiter::check`], with an admission that owns a clone of the store handle instead of
+    /// borrowing the limiter: for a server whose response body (a stream, say) outlives the
+    /// handler and must hold the concurrency permit to its end. With a store shared as
+    /// `Arc<…>`, the clone is a reference-count increment.
+    ///
+    /// # Errors
+    ///
+    /// As [`Limiter::check`].
+    pub fn check_owned(
+        &self,
+        record: &KeyRecord,
+        request: LimitRequest,
+        now: Timestamp,
+    ) -> Result<Admission<'static, S>, Denial>
+    where
+        S: Clone + 'static,
+    {
+        self.admit(StoreRef::Owned(self.store.clone()), record, request, now)
+    }
+
+    fn admit<'a>(
+        &self,
+        store: StoreRef<'a, S>,
+        record: &KeyRecord,
+        request: LimitRequest,
+        now: Timestamp,
+    ) -> Result<Admission<'a, S>, Denial> {
         let limits = &record.rate_limit;
         let requests = limits.requests_per_minute.map(Gcra::per_minute);
         let tokens = limits.tokens_per_minute.map(Gcra::per_minute);
@@ -186,7 +216,7 @@ impl<S: LimitStore> Limiter<S> {
             Err(_) => return Err(Denial::new(DenialCode::AuthUnavailable)),
         };
         Ok(Admission {
-            limiter: self,
+            store,
             key: record.id,
             now,
             requests: requests.map(|gcra| Rate { gcra, tat: requests_tat }),
@@ -291,11 +321,11 @@ fn credits_cell(credits: Credits, now: Timestamp) -> (CellId, Option<Timestamp>)
 /// Dropping an admission without finishing (the request failed, its future was cancelled, it
 /// panicked) releases the slot, keeps the token estimate charged and records no spend.
 ///
-/// It borrows the [`Limiter`]; keep the limiter where the requests can borrow it (in the
-/// server's shared state, for example behind an `Arc`).
+/// From [`Limiter::check`] it borrows the limiter's store (no reference counting on the hot
+/// path); from [`Limiter::check_owned`] it owns a clone of the store handle and is `'static`.
 #[must_use]
 pub struct Admission<'a, S: LimitStore> {
-    limiter: &'a Limiter<S>,
+    store: StoreRef<'a, S>,
     key: KeyId,
     now: Timestamp,
     requests: Option<Rate>,
@@ -305,6 +335,22 @@ pub struct Admission<'a, S: LimitStore> {
     spend: Option<SpendCap>,
     fail_open: bool,
     holds_permit: bool,
+}
+
+/// How an admission reaches the store it must update when it ends.
+enum StoreRef<'a, S> {
+    Borrowed(&'a S),
+    Owned(S),
+}
+
+impl<S> core::ops::Deref for StoreRef<'_, S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        match self {
+            Self::Borrowed(s) => s,
+            Self::Owned(s) => s,
+        }
+    }
 }
 
 /// A rate limit of the key and its state after the request was counted (unknown, 0, when the
@@ -390,7 +436,7 @@ impl<S: LimitStore> Admission<'_, S> {
             return Ok(());
         }
         // These updates only add or give back: they are never refused.
-        self.limiter.store.apply(&self.key, &batch, now)?.map_err(|_| LimitError::Corrupt)?;
+        self.store.apply(&self.key, &batch, now)?.map_err(|_| LimitError::Corrupt)?;
         self.holds_permit = false;
         Ok(())
     }
@@ -401,7 +447,7 @@ impl<S: LimitStore> Admission<'_, S> {
 impl<S: LimitStore> Drop for Admission<'_, S> {
     fn drop(&mut self) {
         if self.holds_permit {
-            release(&self.limiter.store, &self.key, self.now);
+            release(&*self.store, &self.key, self.now);
         }
     }
 }
