@@ -11,6 +11,7 @@ extern crate std;
 pub mod cidr;
 pub mod decision;
 pub mod format;
+pub mod gate;
 pub mod http;
 pub mod limit;
 pub mod manage;
@@ -19,6 +20,7 @@ pub mod record;
 pub mod secret;
 pub mod store;
 pub mod time;
+pub mod tower;
 pub mod verify;
 
 pub use cidr::{CidrError, IpCidr};
@@ -27,6 +29,8 @@ pub use format::{
     FormatError, GenerateError, GeneratedKey, InvalidKeyId, KeyFormat, KeyId, KeyKind, MAX_TOKEN_LEN, OpaqueFormat,
     ParseError, ParsedKey, SecretToken, SelectorFormat,
 };
+#[cfg(feature = "alloc")]
+pub use gate::{Gate, Pass};
 pub use http::{
     BufferTooSmall, Challenge, DenialHeader, DenialHeaders, ErrorBody, HeaderValue, InvalidRealm, Realm, bearer_token,
     write_into,

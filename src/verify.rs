@@ -209,6 +209,12 @@ mod with_alloc {
             self.rehash.as_ref()
         }
 
+        /// The record as the store handed it over (an `Arc` from a store).
+        #[must_use]
+        pub fn handle(&self) -> &R {
+            &self.record
+        }
+
         /// The record, consuming the proof.
         pub fn into_record(self) -> R {
             self.record
