@@ -17,7 +17,7 @@
 //!
 //! # The request's lifetime
 //!
-//! The request's [`Admission`](crate::Admission) (its concurrency slot and token estimate)
+//! The request's [`Admission`] (its concurrency slot and token estimate)
 //! travels with the response body, [`GateBody`], and ends when the body does: at the end of a
 //! stream, or when the body is dropped (client gone). Then the usage the handler reported through
 //! [`Principal::report`] is reconciled (tokens refunded or charged, spend recorded) and the slot
