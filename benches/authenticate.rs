@@ -14,8 +14,9 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use criterion::Criterion;
 use hmac::{KeyInit, Mac};
+use keygate::events::UsageStats;
 use keygate::{
-    DirectLimiter, Gcra, KeyKind, KeyRecord, KeyStore, LimitRequest, Limiter, MemoryLimitStore, MemoryStore,
+    DirectLimiter, Gate, Gcra, KeyKind, KeyRecord, KeyStore, LimitRequest, Limiter, MemoryLimitStore, MemoryStore,
     ModelAllowlist, Pepper, PepperId, Peppers, RequestAttrs, RequiredScopes, Scopes, SelectorFormat, Timestamp,
     Verifier, authorize,
 };
@@ -158,6 +159,29 @@ fn main() {
         })
     });
 
+    // The same pipeline through a Gate, without and with an event sink (UsageStats counts every
+    // decision per key and period).
+    let limit_store = MemoryLimitStore::new();
+    let gate = Gate::new(verifier.clone(), &store, Limiter::new(&limit_store));
+    let stats = UsageStats::new();
+    let observed = Gate::new(verifier.clone(), &store, Limiter::new(&limit_store)).with_events(&stats);
+    let header = format!("Bearer {token}");
+    g.bench_function("gate_check_memory_store_1m", |b| {
+        b.iter_custom(|n| {
+            paired.measure("gate_check_memory_store_1m", n, || {
+                keep(gate.check(Some(black_box(header.as_bytes())), black_box(&request), one_request, now).is_ok());
+            })
+        })
+    });
+    g.bench_function("gate_check_with_events_memory_store_1m", |b| {
+        b.iter_custom(|n| {
+            paired.measure("gate_check_with_events_memory_store_1m", n, || {
+                keep(observed.check(Some(black_box(header.as_bytes())), black_box(&request), one_request, now).is_ok());
+            })
+        })
+    });
+    assert!(stats.get(&record.id, now).is_some_and(|u| u.day.requests > 0), "the sink saw the requests");
+
     // GCRA against governor's direct limiter, paired with each other: a burst of 2^32 at one
     // unit per ns admits every check; each side reads its time from an atomic, as governor's
     // FakeRelativeClock does.
@@ -206,6 +230,12 @@ fn main() {
         "authenticate_policy_limit_memory_store_1m",
         paired.ratio("authenticate_policy_limit_memory_store_1m"),
         "<= 1.2x (DESIGN.md's cached authenticate)",
+    );
+    row("gate_check_memory_store_1m", paired.ratio("gate_check_memory_store_1m"), "<= 1.2x");
+    row(
+        "gate_check_with_events_memory_store_1m",
+        paired.ratio("gate_check_with_events_memory_store_1m"),
+        "<= 1.2x (with an event sink)",
     );
     row("gcra_check / governor_direct_check", vs_governor.ratio("gcra_check"), "<= 1.0x (paired with governor)");
     let miss_vs_wrong =

@@ -24,10 +24,11 @@
 use alloc::sync::Arc;
 use core::fmt;
 
-use crate::limit::{Admission, LimitRequest, LimitStore, Limiter, RateLimitStatus, Usage};
+use crate::events::{DecisionEvent, EventSink, SpendAlert, SpendAlerts, UsageEvent};
+use crate::limit::{Admission, Finished, LimitRequest, LimitStore, Limiter, RateLimitStatus, Usage};
 use crate::policy::{Authorized, RequestAttrs, authorize};
 use crate::store::{AsyncKeyStore, KeyStore};
-use crate::{Denial, KeyRecord, LimitError, Timestamp, Verifier, bearer_token};
+use crate::{Denial, DenialCode, KeyRecord, LimitError, Timestamp, Verifier, bearer_token};
 
 /// The pipeline: verifier, key store and limiter.
 ///
@@ -48,17 +49,42 @@ use crate::{Denial, KeyRecord, LimitError, Timestamp, Verifier, bearer_token};
 /// pass.finish(Usage::default(), now)?;
 /// # Ok(()) }
 /// ```
-pub struct Gate<S, L> {
+pub struct Gate<S, L, E = ()> {
     verifier: Verifier,
     store: S,
     limiter: Limiter<L>,
+    events: E,
+    alerts: SpendAlerts,
 }
 
 impl<S, L: LimitStore> Gate<S, L> {
-    /// A pipeline over `store` (a [`KeyStore`] or an [`AsyncKeyStore`]) and `limiter`.
+    /// A pipeline over `store` (a [`KeyStore`] or an [`AsyncKeyStore`]) and `limiter`, with no
+    /// event sink.
     #[must_use]
-    pub const fn new(verifier: Verifier, store: S, limiter: Limiter<L>) -> Self {
-        Self { verifier, store, limiter }
+    pub fn new(verifier: Verifier, store: S, limiter: Limiter<L>) -> Self {
+        Self { verifier, store, limiter, events: (), alerts: SpendAlerts::default() }
+    }
+}
+
+impl<S, L: LimitStore, E: EventSink> Gate<S, L, E> {
+    /// The same gate reporting to `events` (see [`events`](crate::events)).
+    #[must_use]
+    pub fn with_events<E2: EventSink>(self, events: E2) -> Gate<S, L, E2> {
+        let Self { verifier, store, limiter, alerts, .. } = self;
+        Gate { verifier, store, limiter, events, alerts }
+    }
+
+    /// The spend thresholds that raise [`SpendAlert`]s (default 50%, 80%, 100% of a key's cap).
+    #[must_use]
+    pub fn with_spend_alerts(mut self, alerts: SpendAlerts) -> Self {
+        self.alerts = alerts;
+        self
+    }
+
+    /// The event sink.
+    #[must_use]
+    pub const fn events(&self) -> &E {
+        &self.events
     }
 
     /// The verifier (formats and peppers); also issues keys.
@@ -80,14 +106,31 @@ impl<S, L: LimitStore> Gate<S, L> {
     }
 }
 
-impl<S: KeyStore, L: LimitStore> Gate<S, L> {
+impl<S: KeyStore, L: LimitStore, E: EventSink> Gate<S, L, E> {
     /// Runs the pipeline for one request over the synchronous store: the `Authorization` header
     /// value (`None` if absent), what the route requires, what the request will use, and `now`.
+    /// Reports the outcome to the event sink, if one is attached.
     ///
     /// # Errors
     ///
     /// The first [`Denial`] of the decision table that applies.
     pub fn check(
+        &self,
+        authorization: Option<&[u8]>,
+        attrs: &RequestAttrs<'_>,
+        limits: LimitRequest,
+        now: Timestamp,
+    ) -> Result<Pass<'_, L>, Denial> {
+        let clock = Clock::start(&self.events);
+        let outcome = self.run(authorization, attrs, limits, now);
+        if self.events.enabled() {
+            self.report(&outcome, authorization, attrs, now, clock);
+        }
+        outcome
+    }
+
+    /// The stages, in the decision table's order.
+    fn run(
         &self,
         authorization: Option<&[u8]>,
         attrs: &RequestAttrs<'_>,
@@ -102,7 +145,7 @@ impl<S: KeyStore, L: LimitStore> Gate<S, L> {
     }
 }
 
-impl<S: AsyncKeyStore, L: LimitStore> Gate<S, L> {
+impl<S: AsyncKeyStore, L: LimitStore, E: EventSink> Gate<S, L, E> {
     /// [`Gate::check`] over an asynchronous store. The admission owns a clone of the limiter's
     /// store handle, so the [`Pass`] is `'static` and can travel with a response body to the
     /// end of a stream (use an `Arc`'d limit store: the clone is one reference-count increment).
@@ -120,6 +163,24 @@ impl<S: AsyncKeyStore, L: LimitStore> Gate<S, L> {
     where
         L: Clone + 'static,
     {
+        let clock = Clock::start(&self.events);
+        let outcome = self.run_async(authorization, attrs, limits, now).await;
+        if self.events.enabled() {
+            self.report(&outcome, authorization, attrs, now, clock);
+        }
+        outcome
+    }
+
+    async fn run_async(
+        &self,
+        authorization: Option<&[u8]>,
+        attrs: &RequestAttrs<'_>,
+        limits: LimitRequest,
+        now: Timestamp,
+    ) -> Result<Pass<'static, L>, Denial>
+    where
+        L: Clone + 'static,
+    {
         let token = bearer_token(authorization)?;
         let verified = self.verifier.authenticate_async(&self.store, token, now).await?;
         let authorized = authorize(verified, attrs, now)?;
@@ -128,7 +189,116 @@ impl<S: AsyncKeyStore, L: LimitStore> Gate<S, L> {
     }
 }
 
-impl<S, L> fmt::Debug for Gate<S, L> {
+impl<S, L: LimitStore, E: EventSink> Gate<S, L, E> {
+    /// Reconciles a request's real usage (see [`Pass::finish`]) and reports it to the event
+    /// sink, with a [`SpendAlert`] for each spend threshold this request's spend crossed.
+    ///
+    /// # Errors
+    ///
+    /// A [`LimitError`] if the limit store fails (the concurrency slot is still released).
+    pub fn finish<'a>(&self, pass: Pass<'a, L>, usage: Usage, now: Timestamp) -> Result<Finished, LimitError> {
+        let (authorized, admission) = pass.into_parts();
+        let finished = admission.finish(usage, now)?;
+        if self.events.enabled() {
+            self.report_usage(authorized.record(), usage, finished, now);
+        }
+        Ok(finished)
+    }
+
+    /// Reports a reconciled usage and any spend alerts it raised (for servers that finish the
+    /// admission themselves, such as the tower layer at the end of a response body).
+    pub fn report_usage(&self, record: &KeyRecord, usage: Usage, finished: Finished, now: Timestamp) {
+        let team = record.team_id.as_deref();
+        let event = UsageEvent {
+            at: now,
+            key: record.id,
+            team,
+            tokens: usage.tokens,
+            spend_micros: usage.spend_micros,
+            period_spend: finished.period_spend,
+        };
+        self.events.usage(&event);
+        if let (Some(cap), Some(after)) = (record.spend_cap, finished.period_spend) {
+            let before = after.saturating_sub(usage.spend_micros);
+            for percent in self.alerts.crossed(cap.amount_micros, before, after) {
+                let alert = SpendAlert {
+                    at: now,
+                    key: record.id,
+                    team,
+                    percent,
+                    spend_micros: after,
+                    cap_micros: cap.amount_micros,
+                    period: cap.period,
+                };
+                self.events.alert(&alert);
+            }
+        }
+    }
+
+    /// Builds and reports a check's decision event.
+    #[cold]
+    fn report<'p>(
+        &self,
+        outcome: &Result<Pass<'p, L>, Denial>,
+        authorization: Option<&[u8]>,
+        attrs: &RequestAttrs<'_>,
+        now: Timestamp,
+        clock: Clock,
+    ) {
+        let (code, key, verified, team) = match outcome {
+            Ok(pass) => (None, Some(pass.record().id), true, pass.record().team_id.as_deref()),
+            Err(denial) => {
+                let code = denial.code();
+                // The kid a refused token named: public, and only what parsing validated.
+                let named =
+                    bearer_token(authorization).ok().and_then(|t| self.verifier.parse(t).ok()).and_then(|k| k.key_id());
+                let proven = !matches!(
+                    code,
+                    DenialCode::MissingApiKey | DenialCode::InvalidApiKey | DenialCode::AuthUnavailable
+                );
+                (Some(code), named, proven, None)
+            }
+        };
+        let event = DecisionEvent {
+            at: now,
+            code,
+            key,
+            verified,
+            team,
+            route: attrs.route,
+            model: attrs.model,
+            provider: attrs.provider,
+            latency: clock.elapsed(),
+        };
+        self.events.decision(&event);
+    }
+}
+
+/// Times a check when a sink is attached (std only; no clock is read otherwise).
+#[derive(Clone, Copy)]
+struct Clock(#[cfg(feature = "std")] Option<std::time::Instant>);
+
+impl Clock {
+    #[inline]
+    fn start<E: EventSink>(events: &E) -> Self {
+        #[cfg(feature = "std")]
+        return Self(events.enabled().then(std::time::Instant::now));
+        #[cfg(not(feature = "std"))]
+        {
+            let _ = events;
+            Self()
+        }
+    }
+
+    fn elapsed(self) -> Option<core::time::Duration> {
+        #[cfg(feature = "std")]
+        return self.0.map(|t| t.elapsed());
+        #[cfg(not(feature = "std"))]
+        None
+    }
+}
+
+impl<S, L, E> fmt::Debug for Gate<S, L, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Gate").field("verifier", &self.verifier).finish_non_exhaustive()
     }
@@ -168,7 +338,7 @@ impl<L: LimitStore> Pass<'_, L> {
     /// # Errors
     ///
     /// A [`LimitError`] if the limit store fails (the slot is still released).
-    pub fn finish(self, usage: Usage, now: Timestamp) -> Result<(), LimitError> {
+    pub fn finish(self, usage: Usage, now: Timestamp) -> Result<Finished, LimitError> {
         self.admission.finish(usage, now)
     }
 }

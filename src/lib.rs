@@ -10,6 +10,7 @@ extern crate std;
 
 pub mod cidr;
 pub mod decision;
+pub mod events;
 pub mod format;
 pub mod gate;
 pub mod http;
@@ -36,7 +37,7 @@ pub use http::{
     write_into,
 };
 #[cfg(feature = "alloc")]
-pub use limit::{Admission, LimitRequest, Limiter, Usage};
+pub use limit::{Admission, Finished, LimitRequest, Limiter, Usage};
 pub use limit::{
     Applied, CellId, CellState, Gcra, InlineHeaderValue, LimitBatch, LimitError, LimitName, LimitOp, LimitStatus,
     LimitStore, MAX_CELLS, MAX_STATE, NotUntil, OpenAiDuration, RateLimitHeaders, RateLimitStatus, Refused,

@@ -105,7 +105,7 @@ mod status;
 pub use direct::DirectLimiter;
 pub use gcra::{Gcra, LimitStatus, MAX_STATE, NotUntil};
 #[cfg(feature = "alloc")]
-pub use limiter::{Admission, LimitRequest, Limiter, Usage};
+pub use limiter::{Admission, Finished, LimitRequest, Limiter, Usage};
 #[cfg(feature = "std")]
 pub use memory::MemoryLimitStore;
 pub use op::{Applied, CellId, CellState, LimitBatch, LimitName, LimitOp, MAX_CELLS, Refused};

@@ -40,7 +40,8 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
-use crate::limit::{Admission, LimitRequest, LimitStore, RateLimitStatus, Usage};
+use crate::events::EventSink;
+use crate::limit::{Admission, Finished, LimitRequest, LimitStore, RateLimitStatus, Usage};
 use crate::policy::{RequestAttrs, RequiredScopes};
 use crate::store::AsyncKeyStore;
 use crate::{Denial, DenialCode, ErrorBody, Gate, KeyId, KeyRecord, Realm, Timestamp};
@@ -175,23 +176,24 @@ impl UsageSlot {
 ///
 /// The gate's key store is asynchronous (wrap an in-memory store in [`Ready`](crate::Ready));
 /// its limit store must be cheap to clone into each admission (`Arc<MemoryLimitStore>`).
-pub struct KeyGateLayer<S, L, C> {
-    gate: Arc<Gate<S, L>>,
+pub struct KeyGateLayer<S, L, C, E = ()> {
+    gate: Arc<Gate<S, L, E>>,
     classify: C,
     realm: Option<&'static str>,
 }
 
-impl<S, L, C: Clone> Clone for KeyGateLayer<S, L, C> {
+impl<S, L, C: Clone, E> Clone for KeyGateLayer<S, L, C, E> {
     fn clone(&self) -> Self {
         Self { gate: Arc::clone(&self.gate), classify: self.classify.clone(), realm: self.realm }
     }
 }
 
-impl<S, L, C> KeyGateLayer<S, L, C> {
+impl<S, L, C, E> KeyGateLayer<S, L, C, E> {
     /// A layer checking every request against `gate`, with `classify` saying what each
-    /// request requires.
+    /// request requires. If the gate has an event sink, every decision is reported to it, and
+    /// each request's usage when its response body ends.
     #[must_use]
-    pub fn new(gate: Arc<Gate<S, L>>, classify: C) -> Self {
+    pub fn new(gate: Arc<Gate<S, L, E>>, classify: C) -> Self {
         Self { gate, classify, realm: None }
     }
 
@@ -208,14 +210,14 @@ impl<S, L, C> KeyGateLayer<S, L, C> {
     }
 }
 
-impl<S, L, C> core::fmt::Debug for KeyGateLayer<S, L, C> {
+impl<S, L, C, E> core::fmt::Debug for KeyGateLayer<S, L, C, E> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("KeyGateLayer").field("realm", &self.realm).finish_non_exhaustive()
     }
 }
 
-impl<S, L, C: Clone, I> tower_layer::Layer<I> for KeyGateLayer<S, L, C> {
-    type Service = KeyGate<S, L, C, I>;
+impl<S, L, C: Clone, E, I> tower_layer::Layer<I> for KeyGateLayer<S, L, C, E> {
+    type Service = KeyGate<S, L, C, I, E>;
 
     fn layer(&self, inner: I) -> Self::Service {
         KeyGate { layer: self.clone(), inner }
@@ -223,18 +225,18 @@ impl<S, L, C: Clone, I> tower_layer::Layer<I> for KeyGateLayer<S, L, C> {
 }
 
 /// The service made by [`KeyGateLayer`].
-pub struct KeyGate<S, L, C, I> {
-    layer: KeyGateLayer<S, L, C>,
+pub struct KeyGate<S, L, C, I, E = ()> {
+    layer: KeyGateLayer<S, L, C, E>,
     inner: I,
 }
 
-impl<S, L, C: Clone, I: Clone> Clone for KeyGate<S, L, C, I> {
+impl<S, L, C: Clone, I: Clone, E> Clone for KeyGate<S, L, C, I, E> {
     fn clone(&self) -> Self {
         Self { layer: self.layer.clone(), inner: self.inner.clone() }
     }
 }
 
-impl<S, L, C, I> core::fmt::Debug for KeyGate<S, L, C, I> {
+impl<S, L, C, I, E> core::fmt::Debug for KeyGate<S, L, C, I, E> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("KeyGate").field("layer", &self.layer).finish_non_exhaustive()
     }
@@ -242,10 +244,11 @@ impl<S, L, C, I> core::fmt::Debug for KeyGate<S, L, C, I> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, L, C, I, B, ResBody> tower_service::Service<Request<B>> for KeyGate<S, L, C, I>
+impl<S, L, C, I, E, B, ResBody> tower_service::Service<Request<B>> for KeyGate<S, L, C, I, E>
 where
     S: AsyncKeyStore + 'static,
     L: LimitStore + Clone + Send + Sync + 'static,
+    E: EventSink + 'static,
     C: Classify<B>,
     I: tower_service::Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     I::Future: Send,
@@ -294,30 +297,44 @@ where
             let rate_limit = admission.rate_limit();
             let usage = UsageSlot::default();
             let record = Arc::clone(authorized.verified().handle());
-            request.extensions_mut().insert(Principal { record, usage: usage.clone() });
+            request.extensions_mut().insert(Principal { record: Arc::clone(&record), usage: usage.clone() });
+            let report = gate.events().enabled().then(|| {
+                let gate = Arc::clone(&gate);
+                Box::new(move |record: &KeyRecord, usage: Usage, finished: Finished| {
+                    gate.report_usage(record, usage, finished, Timestamp::now());
+                }) as Report
+            });
             let response = inner.call(request).await?;
             let (mut parts, body) = response.into_parts();
             if let Some(status) = rate_limit {
                 insert_rate_limit_headers(&mut parts.headers, status);
             }
-            let finish = Finish { admission: Some(admission), usage };
+            let finish = Finish { admission: Some(admission), usage, record, report };
             Ok(Response::from_parts(parts, GateBody { kind: Kind::Passed { inner: body, finish: Some(finish) } }))
         })
     }
 }
+
+/// Reports a reconciled usage to the gate's event sink.
+type Report = Box<dyn Fn(&KeyRecord, Usage, Finished) + Send + Sync>;
 
 /// Reconciles an admission with the reported usage when dropped: at the end of the response
 /// body, or when the body is dropped early.
 struct Finish<L: LimitStore + 'static> {
     admission: Option<Admission<'static, L>>,
     usage: UsageSlot,
+    record: Arc<KeyRecord>,
+    report: Option<Report>,
 }
 
 impl<L: LimitStore + 'static> Drop for Finish<L> {
     fn drop(&mut self) {
         if let Some(admission) = self.admission.take() {
+            let usage = self.usage.take().unwrap_or_default();
             // A store failure releases the slot anyway (see Admission::finish).
-            let _ = admission.finish(self.usage.take().unwrap_or_default(), Timestamp::now());
+            if let (Ok(finished), Some(report)) = (admission.finish(usage, Timestamp::now()), &self.report) {
+                report(&self.record, usage, finished);
+            }
         }
     }
 }

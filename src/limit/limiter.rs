@@ -411,8 +411,9 @@ impl<S: LimitStore> Admission<'_, S> {
     ///
     /// A [`LimitError`] if the store fails; nothing is recorded then, and the concurrency slot is
     /// released by a separate update.
-    pub fn finish(mut self, usage: Usage, now: Timestamp) -> Result<(), LimitError> {
+    pub fn finish(mut self, usage: Usage, now: Timestamp) -> Result<Finished, LimitError> {
         let mut batch = LimitBatch::new();
+        let mut spend_at = None;
         if let Some(Rate { gcra, .. }) = self.tokens {
             let (used, estimate) = (u64::from(usage.tokens), u64::from(self.estimate));
             let cell = CellId::new(LimitName::TOKENS);
@@ -427,19 +428,29 @@ impl<S: LimitStore> Admission<'_, S> {
         {
             let (start, end) = cap.period.bounds(now);
             let op = LimitOp::Record { amount: usage.spend_micros, resets_at: Some(end) };
+            spend_at = Some(batch.len());
             batch.push(CellId::for_period(LimitName::SPEND, start), op)?;
         }
         if self.holds_permit {
             batch.push(CellId::new(LimitName::CONCURRENCY), LimitOp::Release)?;
         }
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Finished { period_spend: None });
         }
         // These updates only add or give back: they are never refused.
-        self.store.apply(&self.key, &batch, now)?.map_err(|_| LimitError::Corrupt)?;
+        let applied = self.store.apply(&self.key, &batch, now)?.map_err(|_| LimitError::Corrupt)?;
         self.holds_permit = false;
-        Ok(())
+        Ok(Finished { period_spend: spend_at.map(|i| applied.value(i)) })
     }
+}
+
+/// What [`Admission::finish`] recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Finished {
+    /// The key's spend in the current period after this request's spend was added, read from
+    /// the same atomic update (so across instances exactly one request crosses any amount), or
+    /// `None` if the key has no spend cap or the request spent nothing.
+    pub period_spend: Option<u64>,
 }
 
 /// The concurrency slot is released when the admission ends: finished, dropped because the

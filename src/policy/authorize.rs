@@ -38,13 +38,15 @@ pub struct RequestAttrs<'a> {
     pub provider: Option<&'a str>,
     /// The client's address (the peer, or the address a trusted proxy reported).
     pub client_ip: Option<IpAddr>,
+    /// A label for the route, reported in decision events (not checked).
+    pub route: Option<&'a str>,
 }
 
 impl<'a> RequestAttrs<'a> {
     /// A request with no attributes.
     #[must_use]
     pub const fn new() -> Self {
-        Self { scopes: None, model: None, provider: None, client_ip: None }
+        Self { scopes: None, model: None, provider: None, client_ip: None, route: None }
     }
 
     /// Sets the required scopes.
@@ -65,6 +67,13 @@ impl<'a> RequestAttrs<'a> {
     #[must_use]
     pub const fn with_provider(mut self, provider: &'a str) -> Self {
         self.provider = Some(provider);
+        self
+    }
+
+    /// Labels the route for decision events.
+    #[must_use]
+    pub const fn with_route(mut self, route: &'a str) -> Self {
+        self.route = Some(route);
         self
     }
 
