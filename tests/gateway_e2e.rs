@@ -610,6 +610,7 @@ fn a_client_that_leaves_a_stream_pays_for_what_was_sent() {
     gateway.stop();
 }
 
+#[cfg(unix)]
 #[test]
 fn ctrl_c_finishes_the_requests_in_flight() {
     let mut gateway = Gateway::start(&[]);
