@@ -1,0 +1,322 @@
+//! The gateway's state, its routes, and what each route requires of a key.
+//!
+//! ```text
+//! request ──► JsonModelLayer   reads `model` and `max_tokens` from a JSON body
+//!         ──► KeyGateLayer     key, policy (model, provider, client IP, scopes) and limits;
+//!                              a denial is answered here, exactly as DESIGN.md's table says
+//!         ──► track            records the key's last use
+//!         ──► handler          chat completions, models, wallet, management API
+//! ```
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Extension, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{any, get, post};
+use axum::serve::ListenerExt;
+use keygate::tower::{JsonModel, JsonModelLayer, KeyGateLayer, Principal, Requirements};
+use keygate::{
+    Caller, Gate, KeyId, LastUsed, LimitRequest, Limiter, ManageConfig, ManageRequest, ManageResponse, ManageRoute,
+    Manager, MemoryLimitStore, MemoryStore, OsRng, Ready, Timestamp, Usd, Verifier,
+};
+use tokio::net::TcpListener;
+use zeroize::Zeroizing;
+
+use crate::billing::{Account, Meter};
+use crate::catalog::{self, Model};
+use crate::mock::{self, ChatRequest};
+use crate::stream::EventStream;
+use crate::wallet::{Wallets, format_usd};
+
+/// The pipeline: keys in memory (presented to the layer as an async store), limits in memory.
+pub(crate) type KeyGate = Gate<Ready<Arc<MemoryStore>>, Arc<MemoryLimitStore>>;
+
+/// The largest request body read (chat and management).
+pub(crate) const MAX_BODY: usize = 1024 * 1024;
+/// The pause between two events of a streamed reply.
+const STREAM_PAUSE: Duration = Duration::from_millis(20);
+
+/// Everything the handlers share.
+pub(crate) struct Gateway {
+    pub(crate) gate: Arc<KeyGate>,
+    /// The management API, over the same store as the gate.
+    pub(crate) manager: Manager<Arc<MemoryStore>>,
+    pub(crate) wallets: Arc<Wallets>,
+    pub(crate) last_used: LastUsed,
+    stream_pause: Duration,
+    completions: AtomicU64,
+}
+
+impl Gateway {
+    /// A gateway issuing and checking keys with `verifier` in `store`, every team's wallet
+    /// starting at `wallet`.
+    pub(crate) fn new(verifier: Verifier, store: Arc<MemoryStore>, wallet: Usd) -> Self {
+        let limiter = Limiter::new(Arc::new(MemoryLimitStore::new()));
+        Self {
+            gate: Arc::new(Gate::new(verifier.clone(), Ready(Arc::clone(&store)), limiter)),
+            manager: Manager::new(store, verifier),
+            wallets: Arc::new(Wallets::new(wallet)),
+            last_used: LastUsed::new(Duration::from_secs(10)),
+            stream_pause: STREAM_PAUSE,
+            completions: AtomicU64::new(0),
+        }
+    }
+
+    /// The key store.
+    pub(crate) fn store(&self) -> &MemoryStore {
+        self.manager.store()
+    }
+
+    /// Writes last-used times to the store and drops idle limit state: call it now and then.
+    pub(crate) fn maintain(&self) {
+        let now = Timestamp::now();
+        self.last_used.flush(self.store(), now);
+        self.gate.limiter().store().evict_expired(now);
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then finishes the requests in flight.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    // Stream events go out as they are written, not held back to fill a packet.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    // The client's address reaches the requests (IP allowlists need it).
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service).with_graceful_shutdown(shutdown).await
+}
+
+/// The gateway's routes behind the key check.
+pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
+    let manage = ManageConfig::default();
+    let classify = move |request: &Request| requirements(&manage, request);
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+        .route("/v1/wallet", get(wallet))
+        .route("/v1/management/keys", any(management))
+        .route("/v1/management/keys/{*rest}", any(management))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(Arc::clone(&gateway), track))
+        .layer(KeyGateLayer::new(Arc::clone(&gateway.gate), classify))
+        .layer(JsonModelLayer::new(MAX_BODY))
+        .with_state(gateway)
+}
+
+/// What a request requires of its key: scopes on the management routes; on the chat route,
+/// the model, its provider and a token estimate; everywhere, the client's address.
+fn requirements(manage: &ManageConfig, request: &Request) -> Requirements {
+    let mut required = Requirements::new();
+    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        required = required.with_client_ip(peer.ip());
+    }
+    let path = request.uri().path();
+    if let Ok(route) = ManageRoute::parse(request.method().as_str(), path) {
+        // Reads need `read`, writes `write`. The manager checks again, and also refuses keys
+        // that are not management keys.
+        return required.with_scopes(*manage.required_scopes(route.access()));
+    }
+    if path == "/v1/chat/completions"
+        && let Some(json) = request.extensions().get::<JsonModel>()
+    {
+        // Before the request runs, its tokens are estimated from the body's size (about four
+        // bytes a token) plus the completion allowed; the real usage replaces the estimate.
+        let prompt = u32::try_from(json.body_len / 4).unwrap_or(u32::MAX);
+        let completion = json.max_tokens.unwrap_or(mock::MAX_COMPLETION_TOKENS).min(mock::MAX_COMPLETION_TOKENS);
+        required = required.with_limits(LimitRequest::new().with_tokens(prompt.saturating_add(completion)));
+        if let Some(model) = &json.model {
+            if let Some(known) = catalog::find(model) {
+                required = required.with_provider(known.provider);
+            }
+            required = required.with_model(model.clone());
+        }
+    }
+    required
+}
+
+/// Records each key's last use (written to the store in the background) and tags the response
+/// with the key's id for the request log.
+async fn track(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+    let id = request.extensions().get::<Principal>().map(Principal::id);
+    if let Some(id) = id {
+        gateway.last_used.touch(id, Timestamp::now());
+    }
+    let mut response = next.run(request).await;
+    if let Some(id) = id {
+        response.extensions_mut().insert(id);
+    }
+    response
+}
+
+/// One line per request on stderr: method, path, status, the key's id (never the key), time.
+pub(crate) async fn log_request(request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let kid = response.extensions().get::<KeyId>().map_or_else(|| "-".to_owned(), KeyId::to_string);
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    eprintln!("{method} {path} {} key={kid} {ms:.1}ms", response.status().as_u16());
+    response
+}
+
+/// `POST /v1/chat/completions`: the mock model's reply, whole or streamed, charged to the key
+/// and its team's wallet.
+pub(crate) async fn chat_completions(
+    State(gateway): State<Arc<Gateway>>,
+    principal: Option<Extension<Principal>>,
+    checked: Option<Extension<JsonModel>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let account = Account::new(principal.map(|Extension(p)| p), Arc::clone(&gateway.wallets));
+    let (request, model) = read_chat(checked.map(|Extension(c)| c), &body)?;
+    if !model.is_free() && !account.can_pay() {
+        // 402, not 429: OpenAI's SDKs retry a 429 by themselves, and waiting refills no wallet.
+        let message = "The wallet of this key's team is empty: add funds, or use a `:free` model.";
+        return Err(ApiError::new(StatusCode::PAYMENT_REQUIRED, "billing_error", "insufficient_balance", message));
+    }
+
+    let completion = mock::complete(&request);
+    let id = format!("chatcmpl-{:08}", gateway.completions.fetch_add(1, Ordering::Relaxed));
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut meter = Meter::new(account, model.price, completion.prompt_tokens);
+    if request.stream {
+        // Charged when the last event is sent (or for what was sent, if the client leaves).
+        let events = completion.to_events(&id, created, model.id, request.include_usage());
+        let body = EventStream::new(events, gateway.stream_pause, meter);
+        let headers = [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")];
+        Ok((headers, Body::new(body)).into_response())
+    } else {
+        meter.add(completion.completion_tokens);
+        meter.charge();
+        Ok(([(header::CONTENT_TYPE, "application/json")], completion.to_json(&id, created, model.id)).into_response())
+    }
+}
+
+/// The chat request and its model, or why it is refused.
+fn read_chat(checked: Option<JsonModel>, body: &[u8]) -> Result<(ChatRequest, &'static Model), ApiError> {
+    // Only a JSON body had its model read, and checked against the key's allowlists.
+    let checked = checked.ok_or_else(|| {
+        let message = "Send the request as Content-Type: application/json.";
+        ApiError::invalid(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message)
+    })?;
+    let request: ChatRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(StatusCode::BAD_REQUEST, "invalid_request", format!("Invalid body: {e}.")))?;
+    if checked.model.as_deref() != Some(request.model.as_str()) {
+        // Cannot happen with one JSON parser, but the model served must be the model checked.
+        let message = "The model could not be read unambiguously.";
+        return Err(ApiError::invalid(StatusCode::BAD_REQUEST, "invalid_request", message));
+    }
+    if request.messages.is_empty() {
+        let message = "`messages` must not be empty.";
+        return Err(ApiError::invalid(StatusCode::BAD_REQUEST, "invalid_request", message));
+    }
+    let model = catalog::find(&request.model).ok_or_else(|| {
+        let message = format!("The model `{}` does not exist.", request.model);
+        ApiError::invalid(StatusCode::NOT_FOUND, "model_not_found", message)
+    })?;
+    Ok((request, model))
+}
+
+/// `GET /v1/models`.
+async fn models() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], catalog::list()).into_response()
+}
+
+/// `GET /v1/wallet`: the balance of the caller's team wallet.
+async fn wallet(State(gateway): State<Arc<Gateway>>, Extension(principal): Extension<Principal>) -> Response {
+    #[derive(serde::Serialize)]
+    struct Wallet<'a> {
+        object: &'static str,
+        team_id: Option<&'a str>,
+        balance_usd: String,
+    }
+    let team_id = principal.team_id();
+    let balance_usd = format_usd(gateway.wallets.balance(team_id));
+    Json(Wallet { object: "wallet", team_id, balance_usd }).into_response()
+}
+
+/// The management API: `Manager::handle` routes, checks and answers; this only translates.
+async fn management(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(principal): Extension<Principal>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let caller = Caller::from_record(principal.record());
+    let request =
+        ManageRequest::new(method.as_str(), uri.path()).with_query(uri.query().unwrap_or("")).with_body(&body);
+    let answer = gateway.manager.handle(&caller, &request, Timestamp::now(), &mut OsRng);
+    manage_response(&answer)
+}
+
+/// A management answer as an HTTP response. A body holding a new key's token is copied into a
+/// buffer that is zeroized when sent, and marked not to be cached.
+fn manage_response(answer: &ManageResponse) -> Response {
+    let status = StatusCode::from_u16(answer.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = if answer.contains_secret() {
+        Body::from(Bytes::from_owner(Zeroizing::new(answer.body().as_bytes().to_vec())))
+    } else {
+        Body::from(answer.body().to_owned())
+    };
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ManageResponse::CONTENT_TYPE));
+    if let Some(allow) = answer.allow() {
+        headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    if answer.contains_secret() {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::invalid(StatusCode::NOT_FOUND, "not_found", format!("Unknown path {}.", uri.path()))
+}
+
+/// An error answered in the OpenAI-compatible shape the key check also uses:
+/// `{"error": {"message", "type", "code", "param"}}`.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct ApiError {
+    #[serde(skip)]
+    status: StatusCode,
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    code: &'static str,
+    param: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), kind, code, param: None }
+    }
+
+    fn invalid(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(status, "invalid_request_error", code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(serde::Serialize)]
+        struct Body {
+            error: ApiError,
+        }
+        (self.status, Json(Body { error: self })).into_response()
+    }
+}
