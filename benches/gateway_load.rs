@@ -2,7 +2,7 @@
 //! keygate in front and without it, as a ratio measured in one run.
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc, clippy::unwrap_used)]
 //!
-//! `cargo bench --bench gateway_load --features tower,json` serves, in this process, the
+//! `cargo bench --bench gateway_load --features tower,json,metrics` serves, in this process, the
 //! gateway's router (`examples/gateway/app.rs`: JSON model reader, key check with a key that has
 //! a model and provider allowlist, rate limits, a concurrency cap and a spend cap, last-used
 //! tracking) and, on a second port, the same chat handler behind the same JSON reader but no

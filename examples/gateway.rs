@@ -2,7 +2,7 @@
 //! model, the model list, team wallets, and the AI Stats management API for keys.
 //!
 //! ```sh
-//! cargo run --example gateway --all-features
+//! cargo run --example gateway --features tower,json,metrics
 //! ```
 //!
 //! On its first start the gateway mints the operator's management key into `keygate-admin.key`
@@ -72,7 +72,9 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let verifier = Verifier::new(format, Peppers::new(setup::pepper(args.pepper_file.as_deref())?));
     let store = Arc::new(MemoryStore::new());
     let admin = setup::admin_key(&verifier, &store, &args.admin_key_file)?;
-    let gateway = Arc::new(Gateway::new(verifier, store, args.wallet));
+    // The metrics facade reports to a Prometheus recorder, served at `GET /metrics`.
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let gateway = Arc::new(Gateway::new(verifier, store, args.wallet).with_metrics(metrics));
 
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     let addr = listener.local_addr()?;

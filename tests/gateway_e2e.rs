@@ -4,7 +4,7 @@
 //! answer, revocation seen by the very next request, the wallet, graceful shutdown, the secret
 //! files' modes, and no key ever written to the process's output. The official OpenAI Python
 //! SDK is run against it too (`tests/openai_sdk.py`).
-#![cfg(all(feature = "tower", feature = "json"))]
+#![cfg(all(feature = "tower", feature = "json", feature = "metrics"))]
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc, clippy::unwrap_used)]
 
 use std::ffi::OsStr;
@@ -33,7 +33,7 @@ fn gateway_binary() -> &'static Path {
         if !is_fresh(&binary) {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let mut build = Command::new(cargo);
-            build.args(["build", "--example", "gateway", "--features", "tower,json", "--manifest-path"]);
+            build.args(["build", "--example", "gateway", "--features", "tower,json,metrics", "--manifest-path"]);
             build.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
             if profile_dir.file_name().is_some_and(|p| p == "release") {
                 build.arg("--release");
@@ -761,4 +761,54 @@ fn the_official_openai_sdk_works_unchanged() {
     assert!(run.status.success(), "the OpenAI SDK script failed:\n{out}\n{err}");
     assert!(out.contains("openai sdk: all checks passed"));
     gateway.stop();
+}
+
+/// Issue 8: per-key usage for the day, week and month; Prometheus metrics; and nothing emitted
+/// (responses, metrics, logs) contains a key.
+#[test]
+fn usage_and_metrics_name_keys_by_id_only() {
+    let mut gateway = Gateway::start(&[]);
+    let (token, id) = gateway.create_key(key_json("watched", json!({ "allowed_models": ["gpt-4o-mini", "*:free"] })));
+    for _ in 0..2 {
+        assert_eq!(gateway.chat(&token, "gpt-4o-mini", "Hello there").status, 200);
+    }
+    assert_eq!(gateway.chat(&token, "gpt-4o", "Hello there").status, 403);
+
+    let usage = gateway.get(&format!("/v1/management/keys/{id}/usage"), Some(&gateway.admin()));
+    assert_eq!(usage.status, 200, "{}", usage.body);
+    let body = usage.json();
+    assert_eq!(body["id"], id.as_str());
+    for period in ["day", "week", "month"] {
+        let p = &body["usage"][period];
+        assert_eq!(p["requests"], 2, "{period}: {p}");
+        assert_eq!(p["denials"], json!({ "model_not_allowed": 1 }), "{period}");
+        assert_eq!(p["tokens"], 42, "{period}");
+        assert!(p["spend_usd"].as_str().unwrap() != "0.00", "{period}: {p}");
+    }
+    assert!(body["last_used_at"].as_str().unwrap().ends_with('Z'));
+    // A standard key may not read usage: it lacks the management scope.
+    assert_eq!(gateway.get(&format!("/v1/management/keys/{id}/usage"), Some(&token)).status, 403);
+    // An unknown key is a 404, as for GET.
+    assert_eq!(gateway.get("/v1/management/keys/ZZZZZZZZZZZZZZZZ/usage", Some(&gateway.admin())).status, 404);
+
+    let metrics = gateway.get("/metrics", Some(&gateway.admin()));
+    assert_eq!(metrics.status, 200, "{}", metrics.body);
+    assert!(metrics.body.contains("keygate_decisions_total{outcome=\"allowed\"}"), "{}", metrics.body);
+    assert!(metrics.body.contains("keygate_decisions_total{outcome=\"model_not_allowed\"} 1"), "{}", metrics.body);
+    assert!(metrics.body.contains(&format!("keygate_tokens_total{{kid=\"{id}\"}} 42")), "{}", metrics.body);
+    assert!(metrics.body.contains("keygate_check_duration_seconds"), "{}", metrics.body);
+    assert_eq!(gateway.get("/metrics", Some(&token)).status, 403);
+
+    // Everything emitted: no token, and no piece of one long enough to matter.
+    let admin = gateway.admin();
+    let secrets = [token.as_str(), &token[token.len() - 20..], admin.as_str(), &admin[admin.len() - 20..]];
+    for text in [usage.body.as_str(), metrics.body.as_str()] {
+        for s in secrets {
+            assert!(!text.contains(s), "an answer contains a secret");
+        }
+    }
+    let (out, err) = gateway.stop(); // stop() also checks the logs for the keys it created
+    for s in secrets {
+        assert!(!out.contains(s) && !err.contains(s), "the logs contain a secret");
+    }
 }

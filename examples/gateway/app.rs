@@ -5,8 +5,12 @@
 //!         ──► KeyGateLayer     key, policy (model, provider, client IP, scopes) and limits;
 //!                              a denial is answered here, exactly as DESIGN.md's table says
 //!         ──► track            records the key's last use
-//!         ──► handler          chat completions, models, wallet, management API
+//!         ──► handler          chat completions, models, wallet, management API, usage, metrics
 //! ```
+//!
+//! Every decision and every reply's usage also goes to the gate's event sinks: `UsageStats`
+//! (per-key counters served by `GET /v1/management/keys/{id}/usage`) and `MetricsSink`
+//! (counters and histograms rendered in Prometheus text by `GET /metrics`).
 
 use std::future::Future;
 use std::io;
@@ -23,11 +27,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{any, get, post};
 use axum::serve::ListenerExt;
+use keygate::events::{MetricsSink, PeriodUsage, UsageStats};
 use keygate::tower::{JsonModel, JsonModelLayer, KeyGateLayer, Principal, Requirements};
 use keygate::{
-    Caller, Gate, KeyId, LastUsed, LimitRequest, Limiter, ManageConfig, ManageRequest, ManageResponse, ManageRoute,
-    Manager, MemoryLimitStore, MemoryStore, OsRng, Ready, Timestamp, Usd, Verifier,
+    Access, Caller, Gate, KeyId, KeyKind, LastUsed, LimitRequest, Limiter, ManageConfig, ManageRequest, ManageResponse,
+    ManageRoute, Manager, MemoryLimitStore, MemoryStore, OsRng, Ready, Timestamp, Usd, Verifier,
 };
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
@@ -37,8 +43,12 @@ use crate::mock::{self, ChatRequest};
 use crate::stream::EventStream;
 use crate::wallet::{Wallets, format_usd};
 
-/// The pipeline: keys in memory (presented to the layer as an async store), limits in memory.
-pub(crate) type KeyGate = Gate<Ready<Arc<MemoryStore>>, Arc<MemoryLimitStore>>;
+/// The pipeline: keys in memory (presented to the layer as an async store), limits in memory,
+/// and the event sinks.
+pub(crate) type KeyGate = Gate<Ready<Arc<MemoryStore>>, Arc<MemoryLimitStore>, Events>;
+
+/// Where the gate reports decisions and usage: per-key counters, and the `metrics` facade.
+pub(crate) type Events = (Arc<UsageStats>, MetricsSink);
 
 /// The largest request body read (chat and management).
 pub(crate) const MAX_BODY: usize = 1024 * 1024;
@@ -52,6 +62,10 @@ pub(crate) struct Gateway {
     pub(crate) manager: Manager<Arc<MemoryStore>>,
     pub(crate) wallets: Arc<Wallets>,
     pub(crate) last_used: LastUsed,
+    /// Per-key requests, denials, tokens and spend for the day, week and month.
+    pub(crate) usage: Arc<UsageStats>,
+    /// Renders the metrics in Prometheus text, once a recorder is installed.
+    metrics: Option<PrometheusHandle>,
     stream_pause: Duration,
     completions: AtomicU64,
 }
@@ -61,14 +75,25 @@ impl Gateway {
     /// starting at `wallet`.
     pub(crate) fn new(verifier: Verifier, store: Arc<MemoryStore>, wallet: Usd) -> Self {
         let limiter = Limiter::new(Arc::new(MemoryLimitStore::new()));
+        let usage = Arc::new(UsageStats::new());
+        let gate = Gate::new(verifier.clone(), Ready(Arc::clone(&store)), limiter)
+            .with_events((Arc::clone(&usage), MetricsSink));
         Self {
-            gate: Arc::new(Gate::new(verifier.clone(), Ready(Arc::clone(&store)), limiter)),
+            gate: Arc::new(gate),
             manager: Manager::new(store, verifier),
             wallets: Arc::new(Wallets::new(wallet)),
             last_used: LastUsed::new(Duration::from_secs(10)),
+            usage,
+            metrics: None,
             stream_pause: STREAM_PAUSE,
             completions: AtomicU64::new(0),
         }
+    }
+
+    /// Serves `GET /metrics` from `handle` (the process's Prometheus recorder).
+    pub(crate) fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
     }
 
     /// The key store.
@@ -109,6 +134,7 @@ pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/wallet", get(wallet))
         .route("/v1/management/keys", any(management))
         .route("/v1/management/keys/{*rest}", any(management))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&gateway), track))
         .layer(KeyGateLayer::new(Arc::clone(&gateway.gate), classify))
@@ -124,6 +150,9 @@ fn requirements(manage: &ManageConfig, request: &Request) -> Requirements {
         required = required.with_client_ip(peer.ip());
     }
     let path = request.uri().path();
+    if path == "/metrics" || (path.starts_with("/v1/management/keys/") && path.ends_with("/usage")) {
+        return required.with_scopes(*manage.required_scopes(Access::Read));
+    }
     if let Ok(route) = ManageRoute::parse(request.method().as_str(), path) {
         // Reads need `read`, writes `write`. The manager checks again, and also refuses keys
         // that are not management keys.
@@ -256,6 +285,10 @@ async fn management(
     uri: Uri,
     body: Bytes,
 ) -> Response {
+    let usage_of = uri.path().strip_prefix("/v1/management/keys/").and_then(|rest| rest.strip_suffix("/usage"));
+    if let (&Method::GET, Some(id)) = (&method, usage_of) {
+        return key_usage(&gateway, &principal, id);
+    }
     let caller = Caller::from_record(principal.record());
     let request =
         ManageRequest::new(method.as_str(), uri.path()).with_query(uri.query().unwrap_or("")).with_body(&body);
@@ -282,6 +315,64 @@ fn manage_response(answer: &ManageResponse) -> Response {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
+}
+
+/// `GET /v1/management/keys/{id}/usage`: a key's requests, denials by code, tokens and spend for
+/// the current day, ISO week and month (counted by this process), and its last use. Management
+/// keys only, and only for keys the caller may see (another team's key is a 404, as for `GET`).
+fn key_usage(gateway: &Gateway, principal: &Principal, id: &str) -> Response {
+    let caller = Caller::from_record(principal.record());
+    let path = format!("/v1/management/keys/{id}");
+    let get = ManageRequest::new("GET", &path);
+    let answer = gateway.manager.handle(&caller, &get, Timestamp::now(), &mut OsRng);
+    if answer.status() != 200 {
+        // Not a management key, not found, another team's: the same answer `GET` would give.
+        return manage_response(&answer);
+    }
+    let Ok(id) = id.parse::<KeyId>() else { return manage_response(&answer) };
+    let now = Timestamp::now();
+    let usage = gateway.usage.get(&id, now).unwrap_or_default();
+    let stored = keygate::KeyStore::get(gateway.store(), &id).ok().flatten().and_then(|r| r.last_used_at);
+    let last_used = usage.last_used.max(stored);
+    let body = serde_json::json!({
+        "ok": true,
+        "id": id.as_str(),
+        "usage": {
+            "day": period_json(&usage.day),
+            "week": period_json(&usage.week),
+            "month": period_json(&usage.month),
+        },
+        "last_used_at": last_used.map(|t| t.to_string()),
+    });
+    Json(body).into_response()
+}
+
+/// One period's counters as JSON; spend in exact USD text.
+fn period_json(p: &PeriodUsage) -> serde_json::Value {
+    let denials: serde_json::Map<String, serde_json::Value> =
+        p.denials().map(|(code, n)| (code.as_str().to_owned(), n.into())).collect();
+    serde_json::json!({
+        "start": p.start.to_string(),
+        "requests": p.requests,
+        "denials": denials,
+        "tokens": p.tokens,
+        "spend_usd": format_usd(i64::try_from(p.spend_micros).unwrap_or(i64::MAX)),
+    })
+}
+
+/// `GET /metrics`: the metrics in Prometheus text format, for the operator's management key
+/// only (they name every key's spend).
+async fn metrics(State(gateway): State<Arc<Gateway>>, Extension(principal): Extension<Principal>) -> Response {
+    let record = principal.record();
+    if record.kind != KeyKind::MANAGEMENT || record.team_id.is_some() {
+        let message = "Metrics are for the operator's management key.";
+        return ApiError::new(StatusCode::FORBIDDEN, "permission_error", "operator_key_required", message)
+            .into_response();
+    }
+    match &gateway.metrics {
+        Some(handle) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
+        None => ApiError::invalid(StatusCode::NOT_FOUND, "not_found", "Metrics are not enabled.").into_response(),
+    }
 }
 
 async fn not_found(uri: Uri) -> ApiError {
