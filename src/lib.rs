@@ -44,6 +44,8 @@ pub use limit::{
 };
 #[cfg(feature = "std")]
 pub use limit::{DirectLimiter, MemoryLimitStore};
+#[cfg(feature = "redis")]
+pub use limit::{RedisConfig, RedisLimitStore};
 #[cfg(feature = "alloc")]
 pub use manage::{
     Access, Caller, CreateKey, CreatedKey, DEFAULT_PAGE, InvalidValue, KeyPage, ListKeys, MAX_ALLOWED_IPS,
@@ -70,8 +72,16 @@ pub use record::{Credits, InvalidStatus, KeyRecord, KeyShape, KeyStatus, RateLim
 pub use secret::{
     DIGEST_LEN, DigestCheck, DigestScheme, Pepper, PepperError, PepperId, Peppers, StoredDigest, ct_eq_32,
 };
+#[cfg(feature = "cache")]
+pub use store::{CacheConfig, CachedStore};
 #[cfg(feature = "std")]
 pub use store::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use store::{KeyChange, KeyChanges, PostgresStore};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use store::SqlConfig;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
 #[cfg(feature = "alloc")]
 pub use store::{AsyncKeyStore, KeyStore, ListQuery, MAX_PAGE, Page, Ready, StoreError};
 pub use time::{Date, Timestamp, TimestampError};

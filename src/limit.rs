@@ -98,6 +98,8 @@ mod memory;
 mod op;
 #[cfg(feature = "alloc")]
 mod quota;
+#[cfg(feature = "redis")]
+mod redis;
 mod state;
 mod status;
 
@@ -108,6 +110,8 @@ pub use gcra::{Gcra, LimitStatus, MAX_STATE, NotUntil};
 pub use limiter::{Admission, Finished, LimitRequest, Limiter, Usage};
 #[cfg(feature = "std")]
 pub use memory::MemoryLimitStore;
+#[cfg(feature = "redis")]
+pub use redis::{RedisConfig, RedisLimitStore};
 pub use op::{Applied, CellId, CellState, LimitBatch, LimitName, LimitOp, MAX_CELLS, Refused};
 pub use state::{LimitError, LimitStore};
 pub use status::{InlineHeaderValue, OpenAiDuration, RateLimitHeaders, RateLimitStatus};

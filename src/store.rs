@@ -22,11 +22,27 @@ use alloc::vec::Vec;
 use crate::{KeyId, KeyRecord, Lookup};
 
 mod async_store;
+#[cfg(feature = "cache")]
+mod cached;
 #[cfg(feature = "std")]
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 pub use async_store::{AsyncKeyStore, Ready};
+#[cfg(feature = "cache")]
+pub use cached::{CacheConfig, CachedStore};
 #[cfg(feature = "std")]
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{KeyChange, KeyChanges, PostgresStore};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sql::SqlConfig;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 
 /// The largest page [`KeyStore::list`] returns (the AI Stats API's maximum).
 pub const MAX_PAGE: usize = 250;
