@@ -22,6 +22,7 @@ use alloc::vec::Vec;
 use crate::{KeyId, KeyRecord, Lookup};
 
 mod async_store;
+mod drive;
 #[cfg(feature = "cache")]
 mod cached;
 #[cfg(feature = "std")]
@@ -33,6 +34,7 @@ mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 pub use async_store::{AsyncKeyStore, Ready};
+pub(crate) use drive::{Awaiting, Backend, Blocking, resolve};
 #[cfg(feature = "cache")]
 pub use cached::{CacheConfig, CachedStore};
 #[cfg(feature = "std")]

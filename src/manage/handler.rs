@@ -13,7 +13,8 @@ use super::{
     Access, Caller, CreateKey, CreatedKey, DeletedResponse, ErrorResponse, KeyListResponse, KeyResponse, KeyView,
     ListKeys, ManageError, Manager, RotateKey, Rotated, UpdateKey,
 };
-use crate::{KeyId, KeyStore, Timestamp};
+use crate::store::{Awaiting, Backend, Blocking, resolve};
+use crate::{AsyncKeyStore, KeyId, KeyStore, StoreError, Timestamp};
 
 /// The path of the key collection.
 const KEYS: &str = "/v1/management/keys";
@@ -315,11 +316,31 @@ impl<S: KeyStore> Manager<S> {
         now: Timestamp,
         rng: &mut G,
     ) -> ManageResponse {
-        self.dispatch(caller, request, now, rng).unwrap_or_else(|e| ManageResponse::error(&e))
+        resolve(self.dispatch(Blocking(self.store()), caller, request, now, rng))
+            .unwrap_or_else(|| Err(ManageError::Store(StoreError::Unavailable)))
+            .unwrap_or_else(|e| ManageResponse::error(&e))
     }
+}
 
-    fn dispatch<G: TryCryptoRng + ?Sized>(
+impl<S: AsyncKeyStore> Manager<S> {
+    /// [`Manager::handle`] over an asynchronous store.
+    pub async fn handle_async<G: TryCryptoRng + ?Sized>(
         &self,
+        caller: &Caller,
+        request: &ManageRequest<'_>,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> ManageResponse {
+        self.dispatch(Awaiting(self.store()), caller, request, now, rng)
+            .await
+            .unwrap_or_else(|e| ManageResponse::error(&e))
+    }
+}
+
+impl<S> Manager<S> {
+    async fn dispatch<B: Backend, G: TryCryptoRng + ?Sized>(
+        &self,
+        store: B,
         caller: &Caller,
         request: &ManageRequest<'_>,
         now: Timestamp,
@@ -334,27 +355,29 @@ impl<S: KeyStore> Manager<S> {
         let body = request.body;
         Ok(match route {
             ManageRoute::List => {
-                let page = self.list(caller, &ListKeys::from_query(request.query)?)?;
+                let page = self.list_in(store, caller, &ListKeys::from_query(request.query)?).await?;
                 ManageResponse::json(200, &KeyListResponse(&page))
             }
             ManageRoute::Create => {
-                ManageResponse::created(&self.create(caller, &CreateKey::from_json(body)?, now, rng)?)
+                ManageResponse::created(&self.create_in(store, caller, &CreateKey::from_json(body)?, now, rng).await?)
             }
             ManageRoute::Get(id) => {
-                let record = self.get(caller, &key_id(id)?)?;
+                let record = self.get_in(store, caller, &key_id(id)?).await?;
                 ManageResponse::json(200, &KeyResponse(KeyView::new(&record)))
             }
             ManageRoute::Update(id) => {
                 let id = key_id(id)?;
-                let record = self.update(caller, &id, &UpdateKey::from_json(body)?, now)?;
+                let record = self.update_in(store, caller, &id, &UpdateKey::from_json(body)?, now).await?;
                 ManageResponse::json(200, &KeyResponse(KeyView::new(&record)))
             }
             ManageRoute::Delete(id) => {
-                ManageResponse::json(200, &DeletedResponse(&*self.delete(caller, &key_id(id)?)?))
+                ManageResponse::json(200, &DeletedResponse(&*self.delete_in(store, caller, &key_id(id)?).await?))
             }
             ManageRoute::Rotate(id) => {
                 let id = key_id(id)?;
-                ManageResponse::rotated(&self.rotate(caller, &id, &RotateKey::from_json(body)?, now, rng)?)
+                ManageResponse::rotated(
+                    &self.rotate_in(store, caller, &id, &RotateKey::from_json(body)?, now, rng).await?,
+                )
             }
         })
     }

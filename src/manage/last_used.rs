@@ -15,7 +15,8 @@ use foldhash::quality::RandomState;
 use hashbrown::HashMap;
 
 use super::rules::record_use;
-use crate::{KeyId, KeyStore, StoreError, Timestamp};
+use crate::store::{Awaiting, Backend, Blocking, resolve};
+use crate::{AsyncKeyStore, KeyId, KeyStore, StoreError, Timestamp};
 
 const SHARDS: usize = 32;
 /// `written_at` of an entry never written.
@@ -193,9 +194,19 @@ impl LastUsed {
     /// with a concurrent change is retried once on the newer record; a key that no longer
     /// exists is forgotten; a failed write stays due for the next flush.
     pub fn flush<S: KeyStore + ?Sized>(&self, store: &S, now: Timestamp) -> Flushed {
+        resolve(self.flush_to(Blocking(store), now)).unwrap_or_default()
+    }
+
+    /// [`LastUsed::flush`] to an asynchronous store (run it from a background task, off the
+    /// request path).
+    pub async fn flush_async<S: AsyncKeyStore + ?Sized>(&self, store: &S, now: Timestamp) -> Flushed {
+        self.flush_to(Awaiting(store), now).await
+    }
+
+    async fn flush_to<B: Backend>(&self, store: B, now: Timestamp) -> Flushed {
         let mut report = Flushed::default();
         for (id, seen) in self.due(now) {
-            match write_use(store, &id, seen) {
+            match write_use(&store, &id, seen).await {
                 Ok(true) => {
                     report.written += 1;
                     self.written(&id, seen, now);
@@ -216,12 +227,12 @@ impl LastUsed {
 }
 
 /// Writes one use; `Ok(false)` if the record already says as late a use.
-fn write_use<S: KeyStore + ?Sized>(store: &S, id: &KeyId, seen: Timestamp) -> Result<bool, StoreError> {
+async fn write_use<B: Backend>(store: &B, id: &KeyId, seen: Timestamp) -> Result<bool, StoreError> {
     let mut attempts = 2;
     loop {
-        let current = store.get(id)?.ok_or(StoreError::NotFound)?;
+        let current = store.get(id).await?.ok_or(StoreError::NotFound)?;
         let Some(new) = record_use(&current, seen) else { return Ok(false) };
-        match store.replace(current.revision, new) {
+        match store.replace(current.revision, new).await {
             Ok(_) => return Ok(true),
             Err(StoreError::Conflict) if attempts > 1 => attempts -= 1,
             Err(e) => return Err(e),

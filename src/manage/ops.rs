@@ -1,4 +1,5 @@
-//! The management operations over a synchronous [`KeyStore`]: thin drivers around the rules.
+//! The management operations over a [`KeyStore`] or an [`AsyncKeyStore`]: thin drivers around
+//! the rules, written once (see `store::drive`).
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -10,8 +11,10 @@ use super::rules::{
     check_create, check_delete, check_get, expire_by, plan_create, plan_list, plan_rotation, plan_update,
 };
 use super::{Access, Caller, CreateKey, ListKeys, ManageConfig, ManageError, RotateKey, UpdateKey};
+use crate::store::{Awaiting, Backend, Blocking, resolve};
 use crate::{
-    GeneratedKey, KeyId, KeyKind, KeyRecord, KeyStatus, KeyStore, SecretToken, StoreError, Timestamp, Verifier,
+    AsyncKeyStore, GeneratedKey, KeyId, KeyKind, KeyRecord, KeyStatus, KeyStore, SecretToken, StoreError, Timestamp,
+    Verifier,
 };
 
 /// The key management API over a [`KeyStore`]: create, list, get, update, rotate and delete,
@@ -106,11 +109,7 @@ impl<S: KeyStore> Manager<S> {
         now: Timestamp,
         rng: &mut G,
     ) -> Result<CreatedKey, ManageError> {
-        check_create(caller, &self.config, request, now)?;
-        let (key, issued) = self.verifier.issue(rng, request.kind, now)?;
-        let record = plan_create(caller, &self.config, request, issued, now)?;
-        let record = self.store.insert(record)?;
-        Ok(CreatedKey { record, key })
+        resolve(self.create_in(Blocking(&self.store), caller, request, now, rng)).unwrap_or_else(|| Err(not_ready()))
     }
 
     /// One page of the keys the caller sees, in the stable order (creation time, then id).
@@ -119,9 +118,7 @@ impl<S: KeyStore> Manager<S> {
     ///
     /// As [`plan_list`](crate::plan_list); [`ManageError::Store`].
     pub fn list(&self, caller: &Caller, request: &ListKeys) -> Result<KeyPage, ManageError> {
-        let query = plan_list(caller, &self.config, request)?;
-        let page = self.store.list(&query)?;
-        Ok(KeyPage { records: page.records, total: page.total, limit: query.limit, offset: query.offset })
+        resolve(self.list_in(Blocking(&self.store), caller, request)).unwrap_or_else(|| Err(not_ready()))
     }
 
     /// The key `id`, if the caller sees it.
@@ -131,10 +128,7 @@ impl<S: KeyStore> Manager<S> {
     /// [`ManageError::NotFound`] (also for another team's key); the access errors of
     /// [`Caller::authorize`]; [`ManageError::Store`].
     pub fn get(&self, caller: &Caller, id: &KeyId) -> Result<Arc<KeyRecord>, ManageError> {
-        caller.authorize(Access::Read, &self.config)?;
-        let found = self.store.get(id)?;
-        check_get(caller, &self.config, found.as_deref())?;
-        found.ok_or(ManageError::NotFound)
+        resolve(self.get_in(Blocking(&self.store), caller, id)).unwrap_or_else(|| Err(not_ready()))
     }
 
     /// Applies `request` to the key `id`, with compare-and-swap (see the type's docs). An
@@ -151,20 +145,7 @@ impl<S: KeyStore> Manager<S> {
         request: &UpdateKey,
         now: Timestamp,
     ) -> Result<Arc<KeyRecord>, ManageError> {
-        caller.authorize(Access::Write, &self.config)?;
-        for _ in 0..self.config.cas_attempts.max(1) {
-            let found = self.store.get(id)?;
-            let Some(new) = plan_update(caller, &self.config, found.as_deref(), request, now)? else {
-                return found.ok_or(ManageError::NotFound);
-            };
-            let expected = found.map_or(0, |r| r.revision);
-            match self.store.replace(expected, new) {
-                Ok(stored) => return Ok(stored),
-                Err(StoreError::Conflict) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(ManageError::Conflict)
+        resolve(self.update_in(Blocking(&self.store), caller, id, request, now)).unwrap_or_else(|| Err(not_ready()))
     }
 
     /// Deletes the key `id`, returning its last record. Prefer revoking (an update to
@@ -176,10 +157,7 @@ impl<S: KeyStore> Manager<S> {
     ///
     /// As [`check_delete`](crate::check_delete); [`ManageError::Store`].
     pub fn delete(&self, caller: &Caller, id: &KeyId) -> Result<Arc<KeyRecord>, ManageError> {
-        caller.authorize(Access::Write, &self.config)?;
-        let found = self.store.get(id)?;
-        check_delete(caller, &self.config, found.as_deref())?;
-        Ok(self.store.delete(id)?)
+        resolve(self.delete_in(Blocking(&self.store), caller, id)).unwrap_or_else(|| Err(not_ready()))
     }
 
     /// Rotates the key `id`: issues a successor with the same configuration (see
@@ -202,31 +180,145 @@ impl<S: KeyStore> Manager<S> {
         now: Timestamp,
         rng: &mut G,
     ) -> Result<Rotated, ManageError> {
-        caller.authorize(Access::Write, &self.config)?;
-        let found = self.store.get(id)?;
-        let kind = found.as_ref().map_or(KeyKind::STANDARD, |r| r.kind);
-        let (key, issued) = self.verifier.issue(rng, kind, now)?;
-        let plan = plan_rotation(caller, &self.config, found.as_deref(), request, issued, now)?;
-        let record = self.store.insert(plan.successor)?;
-        match self.settle_old(id, plan.old_expires_at, now) {
-            Ok(previous) => Ok(Rotated { key: CreatedKey { record, key }, previous }),
-            Err(e) => {
-                // Best effort: the successor's token is never handed out, so it must not stay.
-                let _ = self.store.delete(&record.id);
-                Err(e)
-            }
-        }
+        resolve(self.rotate_in(Blocking(&self.store), caller, id, request, now, rng))
+            .unwrap_or_else(|| Err(not_ready()))
+    }
+}
+
+/// The same operations over an [`AsyncKeyStore`] (a database, a cache): the same rules, the
+/// same errors, each store call awaited.
+impl<S: AsyncKeyStore> Manager<S> {
+    /// [`Manager::create`] over an asynchronous store.
+    ///
+    /// # Errors
+    ///
+    /// As [`Manager::create`].
+    pub async fn create_async<G: TryCryptoRng + ?Sized>(
+        &self,
+        caller: &Caller,
+        request: &CreateKey,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<CreatedKey, ManageError> {
+        self.create_in(Awaiting(&self.store), caller, request, now, rng).await
     }
 
-    /// Re-reads the rotated key and sets its expiry, with compare-and-swap.
-    fn settle_old(&self, id: &KeyId, at: Option<Timestamp>, now: Timestamp) -> Result<Arc<KeyRecord>, ManageError> {
+    /// [`Manager::list`] over an asynchronous store.
+    ///
+    /// # Errors
+    ///
+    /// As [`Manager::list`].
+    pub async fn list_async(&self, caller: &Caller, request: &ListKeys) -> Result<KeyPage, ManageError> {
+        self.list_in(Awaiting(&self.store), caller, request).await
+    }
+
+    /// [`Manager::get`] over an asynchronous store.
+    ///
+    /// # Errors
+    ///
+    /// As [`Manager::get`].
+    pub async fn get_async(&self, caller: &Caller, id: &KeyId) -> Result<Arc<KeyRecord>, ManageError> {
+        self.get_in(Awaiting(&self.store), caller, id).await
+    }
+
+    /// [`Manager::update`] over an asynchronous store.
+    ///
+    /// # Errors
+    ///
+    /// As [`Manager::update`].
+    pub async fn update_async(
+        &self,
+        caller: &Caller,
+        id: &KeyId,
+        request: &UpdateKey,
+        now: Timestamp,
+    ) -> Result<Arc<KeyRecord>, ManageError> {
+        self.update_in(Awaiting(&self.store), caller, id, request, now).await
+    }
+
+    /// [`Manager::delete`] over an asynchronous store.
+    ///
+    /// # Errors
+    ///
+    /// As [`Manager::delete`].
+    pub async fn delete_async(&self, caller: &Caller, id: &KeyId) -> Result<Arc<KeyRecord>, ManageError> {
+        self.delete_in(Awaiting(&self.store), caller, id).await
+    }
+
+    /// [`Manager::rotate`] over an asynchronous store.
+    ///
+    /// # Errors
+    ///
+    /// As [`Manager::rotate`].
+    pub async fn rotate_async<G: TryCryptoRng + ?Sized>(
+        &self,
+        caller: &Caller,
+        id: &KeyId,
+        request: &RotateKey,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<Rotated, ManageError> {
+        self.rotate_in(Awaiting(&self.store), caller, id, request, now, rng).await
+    }
+}
+
+/// The operations, written once over a [`Backend`]: the synchronous methods run them over
+/// [`Blocking`] (ready at once), the `_async` methods over [`Awaiting`].
+impl<S> Manager<S> {
+    pub(super) async fn create_in<B: Backend, G: TryCryptoRng + ?Sized>(
+        &self,
+        store: B,
+        caller: &Caller,
+        request: &CreateKey,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<CreatedKey, ManageError> {
+        check_create(caller, &self.config, request, now)?;
+        let (key, issued) = self.verifier.issue(rng, request.kind, now)?;
+        let record = plan_create(caller, &self.config, request, issued, now)?;
+        let record = store.insert(record).await?;
+        Ok(CreatedKey { record, key })
+    }
+
+    pub(super) async fn list_in<B: Backend>(
+        &self,
+        store: B,
+        caller: &Caller,
+        request: &ListKeys,
+    ) -> Result<KeyPage, ManageError> {
+        let query = plan_list(caller, &self.config, request)?;
+        let page = store.list(&query).await?;
+        Ok(KeyPage { records: page.records, total: page.total, limit: query.limit, offset: query.offset })
+    }
+
+    pub(super) async fn get_in<B: Backend>(
+        &self,
+        store: B,
+        caller: &Caller,
+        id: &KeyId,
+    ) -> Result<Arc<KeyRecord>, ManageError> {
+        caller.authorize(Access::Read, &self.config)?;
+        let found = store.get(id).await?;
+        check_get(caller, &self.config, found.as_deref())?;
+        found.ok_or(ManageError::NotFound)
+    }
+
+    pub(super) async fn update_in<B: Backend>(
+        &self,
+        store: B,
+        caller: &Caller,
+        id: &KeyId,
+        request: &UpdateKey,
+        now: Timestamp,
+    ) -> Result<Arc<KeyRecord>, ManageError> {
+        caller.authorize(Access::Write, &self.config)?;
         for _ in 0..self.config.cas_attempts.max(1) {
-            let current = self.store.get(id)?.ok_or(ManageError::NotFound)?;
-            if current.status == KeyStatus::Revoked {
-                return Err(ManageError::Revoked);
-            }
-            let Some(new) = at.and_then(|at| expire_by(&current, at, now)) else { return Ok(current) };
-            match self.store.replace(current.revision, new) {
+            let found = store.get(id).await?;
+            let Some(new) = plan_update(caller, &self.config, found.as_deref(), request, now)? else {
+                return found.ok_or(ManageError::NotFound);
+            };
+            let expected = found.map_or(0, |r| r.revision);
+            match store.replace(expected, new).await {
                 Ok(stored) => return Ok(stored),
                 Err(StoreError::Conflict) => {}
                 Err(e) => return Err(e.into()),
@@ -234,6 +326,73 @@ impl<S: KeyStore> Manager<S> {
         }
         Err(ManageError::Conflict)
     }
+
+    pub(super) async fn delete_in<B: Backend>(
+        &self,
+        store: B,
+        caller: &Caller,
+        id: &KeyId,
+    ) -> Result<Arc<KeyRecord>, ManageError> {
+        caller.authorize(Access::Write, &self.config)?;
+        let found = store.get(id).await?;
+        check_delete(caller, &self.config, found.as_deref())?;
+        Ok(store.delete(id).await?)
+    }
+
+    pub(super) async fn rotate_in<B: Backend, G: TryCryptoRng + ?Sized>(
+        &self,
+        store: B,
+        caller: &Caller,
+        id: &KeyId,
+        request: &RotateKey,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<Rotated, ManageError> {
+        caller.authorize(Access::Write, &self.config)?;
+        let found = store.get(id).await?;
+        let kind = found.as_ref().map_or(KeyKind::STANDARD, |r| r.kind);
+        let (key, issued) = self.verifier.issue(rng, kind, now)?;
+        let plan = plan_rotation(caller, &self.config, found.as_deref(), request, issued, now)?;
+        let record = store.insert(plan.successor).await?;
+        match self.settle_old(&store, id, plan.old_expires_at, now).await {
+            Ok(previous) => Ok(Rotated { key: CreatedKey { record, key }, previous }),
+            Err(e) => {
+                // Best effort: the successor's token is never handed out, so it must not stay.
+                let _ = store.delete(&record.id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Re-reads the rotated key and sets its expiry, with compare-and-swap.
+    async fn settle_old<B: Backend>(
+        &self,
+        store: &B,
+        id: &KeyId,
+        at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<Arc<KeyRecord>, ManageError> {
+        for _ in 0..self.config.cas_attempts.max(1) {
+            let current = store.get(id).await?.ok_or(ManageError::NotFound)?;
+            if current.status == KeyStatus::Revoked {
+                return Err(ManageError::Revoked);
+            }
+            let Some(new) = at.and_then(|at| expire_by(&current, at, now)) else { return Ok(current) };
+            match store.replace(current.revision, new).await {
+                Ok(stored) => return Ok(stored),
+                Err(StoreError::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ManageError::Conflict)
+    }
+}
+
+/// What a synchronous operation answers if a store future was not ready, which [`Blocking`]
+/// never lets happen.
+#[cold]
+fn not_ready() -> ManageError {
+    ManageError::Store(StoreError::Unavailable)
 }
 
 /// A newly created key: its stored record and the full token, to be shown exactly once.
