@@ -1,0 +1,426 @@
+//! [`PostgresStore`]: keys in PostgreSQL, with change notifications (feature `postgres`).
+//!
+//! Any number of gateway processes share one database. The schema, the compare-and-swap and
+//! the error mapping are the design notes of `sql.rs` beside this file. A trigger announces every change on the channel `keygate_keys` when its
+//! transaction commits; [`PostgresStore::changes`] listens there, so a read-through cache in
+//! another process drops a changed key at once. The channel is per database: stores in other
+//! schemas of the same database announce on it too, which costs a cache only extra evictions.
+//!
+//! # Notifications and lost connections
+//!
+//! PostgreSQL keeps no backlog of notifications: while a listener is disconnected, what is
+//! announced is lost. [`KeyChanges::next`] therefore reconnects by itself (with exponential
+//! backoff from 100 ms to 10 s, never a busy loop) and, once it listens again, yields
+//! [`KeyChange::Resync`]: the cache must forget everything it holds, since any key may have
+//! changed meanwhile. A listener that has heard nothing for 30 s pings its connection, so a
+//! dead connection is found even when no error arrives.
+
+#![cfg(feature = "postgres")]
+
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use core::future::Future;
+use core::str::FromStr;
+use core::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Executor as _, Row as _};
+
+use super::sql::{self, COLUMNS, MigrationSql, Row, count_param, count_result, error, signed, timed};
+use super::{AsyncKeyStore, ListQuery, MAX_PAGE, Page, StoreError};
+use crate::{KeyId, KeyRecord, Lookup};
+
+/// The schema, version by version (`migrations/postgres/`).
+const MIGRATIONS: &[MigrationSql] =
+    &[(700_000_001, "keygate keys", include_str!("../../migrations/postgres/700000001_keygate_keys.sql"))];
+
+/// The channel the trigger announces changes on.
+const CHANNEL: &str = "keygate_keys";
+/// The first wait before reconnecting a listener.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest wait before reconnecting a listener.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How long a listener waits in silence before it checks its connection.
+const PING_AFTER: Duration = Duration::from_secs(30);
+
+/// Key records in PostgreSQL; the schema is brought up to date on connect.
+///
+/// One row per key in the table `keygate_keys` (in the connection's `search_path` schema);
+/// [`replace`](AsyncKeyStore::replace) is one `UPDATE … WHERE id = $1 AND revision = $n`.
+/// Every call fails with [`StoreError::Timeout`] past
+/// [`SqlConfig::timeout`](sql::SqlConfig::timeout); a unique id or opaque digest taken is
+/// [`StoreError::Conflict`], a row that is not a valid record [`StoreError::Corrupt`], any other
+/// failure [`StoreError::Unavailable`]. A trigger announces each committed change on the
+/// channel `keygate_keys`, which [`PostgresStore::changes`] listens to.
+///
+/// ```no_run
+/// use keygate::{AsyncKeyStore, KeyChange, PostgresStore, SqlConfig};
+/// # async fn run() -> Result<(), keygate::StoreError> {
+/// let store = PostgresStore::connect("postgres://keygate@db.internal/keys", SqlConfig::default()).await?;
+/// let mut changes = store.changes().await?;
+/// tokio::spawn(async move {
+///     loop {
+///         match changes.next().await {
+///             KeyChange::Changed(id) => println!("evict {id}"),
+///             KeyChange::Resync => println!("evict everything"),
+///         }
+///     }
+/// });
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    options: PgConnectOptions,
+    config: sql::SqlConfig,
+    queries: Arc<Queries>,
+}
+
+/// The statements, built once.
+struct Queries {
+    by_id: String,
+    by_digest: String,
+    insert: String,
+    replace: String,
+    delete: String,
+    page_all: String,
+    page_team: String,
+}
+
+impl Queries {
+    fn new() -> Self {
+        Self {
+            by_id: format!("SELECT {COLUMNS} FROM keygate_keys WHERE id = $1"),
+            by_digest: format!("SELECT {COLUMNS} FROM keygate_keys WHERE shape = 'opaque' AND digest = $1"),
+            insert: format!("INSERT INTO keygate_keys ({COLUMNS}) VALUES ({})", sql::values_clause('$')),
+            replace: format!(
+                "UPDATE keygate_keys SET {} WHERE id = $1 AND revision = ${}",
+                sql::set_clause('$'),
+                sql::COLUMN_COUNT + 1
+            ),
+            delete: format!("DELETE FROM keygate_keys WHERE id = $1 RETURNING {COLUMNS}"),
+            page_all: format!(
+                "SELECT {COLUMNS} FROM keygate_keys ORDER BY created_at, length(id), id LIMIT $1 OFFSET $2"
+            ),
+            page_team: format!(
+                "SELECT {COLUMNS} FROM keygate_keys WHERE team_id = $3 \
+                 ORDER BY created_at, length(id), id LIMIT $1 OFFSET $2"
+            ),
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/database`, with
+    /// the usual parameters such as `sslmode` or `options=-csearch_path%3Dkeys`) and brings its
+    /// schema up to date, under sqlx's migration lock.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the URL is invalid, or the database cannot be reached or
+    /// migrated; [`StoreError::Timeout`] past
+    /// [`SqlConfig::open_timeout`](sql::SqlConfig::open_timeout).
+    pub async fn connect(url: &str, config: sql::SqlConfig) -> Result<Self, StoreError> {
+        Self::connect_with(PgConnectOptions::from_str(url).map_err(error)?, config).await
+    }
+
+    /// Connects with options of your own, as [`PostgresStore::connect`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PostgresStore::connect`].
+    pub async fn connect_with(options: PgConnectOptions, config: sql::SqlConfig) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections.max(1))
+            .acquire_timeout(config.acquire_timeout)
+            .connect_lazy_with(options.clone());
+        let migrate = async {
+            sql::migrator(MIGRATIONS).run(&pool).await.map_err(sql::migrate_error)?;
+            Ok(())
+        };
+        timed(config.open_timeout, migrate).await?;
+        Ok(Self { pool, options, config, queries: Arc::new(Queries::new()) })
+    }
+
+    /// The connection pool, for queries of your own.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The configuration the store was opened with.
+    #[must_use]
+    pub fn config(&self) -> &sql::SqlConfig {
+        &self.config
+    }
+
+    /// Closes the pool's connections, waiting for those in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts listening for changes to any key, on a connection of its own. Every change
+    /// committed after this returns is announced.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the database cannot be reached; [`StoreError::Timeout`]
+    /// past [`SqlConfig::open_timeout`](sql::SqlConfig::open_timeout).
+    pub async fn changes(&self) -> Result<KeyChanges, StoreError> {
+        let listener = timed(self.config.open_timeout, listen(&self.options, &self.config)).await?;
+        Ok(KeyChanges {
+            options: self.options.clone(),
+            config: self.config.clone(),
+            listener: Some(listener),
+            lost: false,
+            backoff: BACKOFF_MIN,
+        })
+    }
+
+    async fn fetch_one_record(&self, statement: &str, param: BindOne) -> Result<Option<KeyRecord>, StoreError> {
+        let q = sqlx::query(statement);
+        let q = match param {
+            BindOne::Text(s) => q.bind(s),
+            BindOne::Bytes(b) => q.bind(b),
+        };
+        let row = q.fetch_optional(&self.pool).await.map_err(error)?;
+        row.map(|row| Row::read(&row)?.decode()).transpose()
+    }
+
+    /// Why a compare-and-swap updated nothing: no such key, or its revision moved on.
+    async fn missing_or_conflict(&self, id: &KeyId) -> StoreError {
+        let found =
+            sqlx::query("SELECT 1 FROM keygate_keys WHERE id = $1").bind(id.as_str()).fetch_optional(&self.pool).await;
+        match found {
+            Ok(None) => StoreError::NotFound,
+            Ok(Some(_)) => StoreError::Conflict,
+            Err(e) => error(e),
+        }
+    }
+}
+
+enum BindOne {
+    Text(String),
+    Bytes(alloc::vec::Vec<u8>),
+}
+
+/// Host, port, database and user: never the password.
+struct Target<'a>(&'a PgConnectOptions);
+
+impl core::fmt::Debug for Target<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let o = self.0;
+        match o.get_socket() {
+            Some(socket) => write!(f, "{}@{}", o.get_username(), socket.display())?,
+            None => write!(f, "{}@{}:{}", o.get_username(), o.get_host(), o.get_port())?,
+        }
+        write!(f, "/{}", o.get_database().unwrap_or_default())
+    }
+}
+
+impl core::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("target", &Target(&self.options))
+            .field("timeout", &self.config.timeout)
+            .field("connections", &self.pool.size())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncKeyStore for PostgresStore {
+    fn lookup(&self, lookup: &Lookup) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+        let (statement, param) = match lookup {
+            Lookup::Id(id) => (&self.queries.by_id, BindOne::Text(id.as_str().into())),
+            Lookup::Digest(d) => (&self.queries.by_digest, BindOne::Bytes(d.bytes.to_vec())),
+        };
+        timed(self.config.timeout, async move { Ok(self.fetch_one_record(statement, param).await?.map(Arc::new)) })
+    }
+
+    fn insert(&self, record: KeyRecord) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send {
+        timed(self.config.timeout, async move {
+            let row = Row::encode(&record)?;
+            row.bind(sqlx::query(&self.queries.insert)).execute(&self.pool).await.map_err(error)?;
+            Ok(Arc::new(record))
+        })
+    }
+
+    fn replace(
+        &self,
+        expected_revision: u64,
+        mut record: KeyRecord,
+    ) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send {
+        timed(self.config.timeout, async move {
+            let Some(next) = expected_revision.checked_add(1) else {
+                return Err(self.missing_or_conflict(&record.id).await);
+            };
+            record.revision = next;
+            let row = Row::encode(&record)?;
+            let done = row
+                .bind(sqlx::query(&self.queries.replace))
+                .bind(signed(expected_revision))
+                .execute(&self.pool)
+                .await
+                .map_err(error)?;
+            if done.rows_affected() == 1 {
+                Ok(Arc::new(record))
+            } else {
+                Err(self.missing_or_conflict(&record.id).await)
+            }
+        })
+    }
+
+    fn delete(&self, id: &KeyId) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send {
+        let id = *id;
+        timed(self.config.timeout, async move {
+            // In a transaction: a row that does not decode stays where it is (nothing changes
+            // when the call fails).
+            let mut tx = self.pool.begin().await.map_err(error)?;
+            let row = sqlx::query(&self.queries.delete)
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(error)?
+                .ok_or(StoreError::NotFound)?;
+            let record = Row::read(&row)?.decode()?;
+            tx.commit().await.map_err(error)?;
+            Ok(Arc::new(record))
+        })
+    }
+
+    fn list(&self, query: &ListQuery) -> impl Future<Output = Result<Page, StoreError>> + Send {
+        let team = query.team_id.clone();
+        let limit = count_param(query.limit.clamp(1, MAX_PAGE));
+        let offset = count_param(query.offset);
+        timed(self.config.timeout, async move {
+            // One snapshot for the page and the total.
+            let mut tx =
+                self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await.map_err(error)?;
+            let total: i64 = match &team {
+                None => sqlx::query("SELECT COUNT(*) FROM keygate_keys").fetch_one(&mut *tx).await,
+                Some(team) => {
+                    sqlx::query("SELECT COUNT(*) FROM keygate_keys WHERE team_id = $1")
+                        .bind(team)
+                        .fetch_one(&mut *tx)
+                        .await
+                }
+            }
+            .map_err(error)?
+            .try_get(0)
+            .map_err(error)?;
+            let rows = match &team {
+                None => sqlx::query(&self.queries.page_all).bind(limit).bind(offset).fetch_all(&mut *tx).await,
+                Some(team) => {
+                    sqlx::query(&self.queries.page_team).bind(limit).bind(offset).bind(team).fetch_all(&mut *tx).await
+                }
+            }
+            .map_err(error)?;
+            tx.commit().await.map_err(error)?;
+            let records =
+                rows.iter().map(|row| Row::read(row)?.decode().map(Arc::new)).collect::<Result<_, StoreError>>()?;
+            Ok(Page { records, total: count_result(total)? })
+        })
+    }
+}
+
+/// What [`KeyChanges::next`] reports.
+///
+/// Exhaustive on purpose: a cache must handle each case, and a new kind of notice would need
+/// its attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyChange {
+    /// The key with this id was inserted, replaced or deleted: drop it from a cache.
+    Changed(KeyId),
+    /// Changes may have gone unannounced (the connection was lost and is back, or the table
+    /// was truncated): drop everything from a cache.
+    Resync,
+}
+
+/// Changes to keys as they are committed, from [`PostgresStore::changes`].
+///
+/// The listener holds one connection of its own and re-establishes it by itself after a loss,
+/// reporting [`KeyChange::Resync`] once it listens again.
+pub struct KeyChanges {
+    options: PgConnectOptions,
+    config: sql::SqlConfig,
+    listener: Option<PgListener>,
+    /// The connection was lost since the last [`KeyChange::Resync`].
+    lost: bool,
+    backoff: Duration,
+}
+
+impl core::fmt::Debug for KeyChanges {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KeyChanges")
+            .field("target", &Target(&self.options))
+            .field("connected", &self.listener.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A listener on [`CHANNEL`], over a pool of one connection of its own.
+async fn listen(options: &PgConnectOptions, config: &sql::SqlConfig) -> Result<PgListener, StoreError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(config.acquire_timeout)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_lazy_with(options.clone());
+    let mut listener = PgListener::connect_with(&pool).await.map_err(error)?;
+    // A lost connection is ours to re-establish: `next` reports it.
+    listener.eager_reconnect(false);
+    listener.ignore_pool_close_event(true);
+    listener.listen(CHANNEL).await.map_err(error)?;
+    Ok(listener)
+}
+
+impl KeyChanges {
+    /// Waits for the next change. Never fails: while the database is unreachable it keeps
+    /// reconnecting (waiting longer between attempts, up to 10 s), then reports
+    /// [`KeyChange::Resync`].
+    ///
+    /// Cancel-safe at the granularity that matters: dropping the future loses at most a
+    /// notification being received, which a cache must then treat as a resync; a caller
+    /// that selects over `next` and a shutdown signal should stop using the listener after
+    /// cancelling.
+    pub async fn next(&mut self) -> KeyChange {
+        loop {
+            let Some(listener) = self.listener.as_mut() else {
+                if self.lost {
+                    tokio::time::sleep(self.backoff).await;
+                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                }
+                if let Ok(listener) = timed(self.config.open_timeout, listen(&self.options, &self.config)).await {
+                    self.listener = Some(listener);
+                    self.lost = false;
+                    return KeyChange::Resync;
+                }
+                continue;
+            };
+            match tokio::time::timeout(PING_AFTER, listener.try_recv()).await {
+                Ok(Ok(Some(notification))) => {
+                    self.backoff = BACKOFF_MIN;
+                    return match KeyId::new(notification.payload()) {
+                        Ok(id) => KeyChange::Changed(id),
+                        Err(_) => KeyChange::Resync,
+                    };
+                }
+                // The connection is gone (`None`) or broken: reconnect, then resync.
+                Ok(Ok(None) | Err(_)) => self.lose(),
+                Err(_silence) => {
+                    let ping = tokio::time::timeout(self.config.timeout, listener.execute("SELECT 1")).await;
+                    match ping {
+                        Ok(Ok(_)) => self.backoff = BACKOFF_MIN,
+                        _ => self.lose(),
+                    }
+                }
+            }
+        }
+    }
+
+    fn lose(&mut self) {
+        self.listener = None;
+        self.lost = true;
+    }
+}
