@@ -2,7 +2,7 @@
 //! keygate in front and without it, as a ratio measured in one run.
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc, clippy::unwrap_used)]
 //!
-//! `cargo bench --bench gateway_load --features tower,json,metrics` serves, in this process, the
+//! `cargo bench --bench gateway_load --features full` serves, in this process, the
 //! gateway's router (`examples/gateway/app.rs`: JSON model reader, key check with a key that has
 //! a model and provider allowlist, rate limits, a concurrency cap and a spend cap, last-used
 //! tracking) and, on a second port, the same chat handler behind the same JSON reader but no
@@ -18,6 +18,9 @@
 #[allow(dead_code)]
 #[path = "../examples/gateway/app.rs"]
 mod app;
+#[allow(dead_code)]
+#[path = "../examples/gateway/backends.rs"]
+mod backends;
 #[allow(dead_code)]
 #[path = "../examples/gateway/billing.rs"]
 mod billing;
@@ -46,8 +49,8 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use keygate::tower::JsonModelLayer;
 use keygate::{
-    KeyKind, KeyStore, MemoryStore, ModelAllowlist, OsRng, Pepper, PepperId, Peppers, RateLimits, SelectorFormat,
-    SpendCap, SpendPeriod, Timestamp, Usd, Verifier,
+    KeyKind, KeyStore, MemoryLimitStore, MemoryStore, ModelAllowlist, OsRng, Pepper, PepperId, Peppers, RateLimits,
+    Ready, SelectorFormat, SpendCap, SpendPeriod, Timestamp, Usd, Verifier,
 };
 use tokio::net::{TcpListener, TcpStream};
 
@@ -102,7 +105,9 @@ async fn run(rounds: usize, window: Duration) {
 fn gateway() -> (Arc<Gateway>, String) {
     let format = SelectorFormat::new("aistats").unwrap().with_kinds(&["sk", "mk"]).unwrap();
     let verifier = Verifier::new(format, Peppers::new(Pepper::new(PepperId(1), &[0x42; 32]).unwrap()));
-    let store = Arc::new(MemoryStore::new());
+    let memory = Arc::new(MemoryStore::new());
+    let store = Arc::new(backends::Keys::Memory(Ready(Arc::clone(&memory))));
+    let limits = Arc::new(backends::Limits::Memory(MemoryLimitStore::new()));
     let (key, mut record) = verifier.issue(&mut OsRng, KeyKind::STANDARD, Timestamp::now()).unwrap();
     record.name = "bench".to_owned();
     record.allowed_models = ModelAllowlist::new(["gpt-4o*", "*:free"]).unwrap();
@@ -113,8 +118,8 @@ fn gateway() -> (Arc<Gateway>, String) {
         concurrency: Some(1024),
     };
     record.spend_cap = Some(SpendCap { amount_micros: 1_000_000_000_000, period: SpendPeriod::Month });
-    store.insert(record).unwrap();
-    let gateway = Arc::new(Gateway::new(verifier, store, Usd::MAX));
+    memory.insert(record).unwrap();
+    let gateway = Arc::new(Gateway::new(verifier, store, limits, Usd::MAX));
     (gateway, key.token().expose_secret().to_owned())
 }
 

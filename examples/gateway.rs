@@ -2,7 +2,7 @@
 //! model, the model list, team wallets, and the AI Stats management API for keys.
 //!
 //! ```sh
-//! cargo run --example gateway --features tower,json,metrics
+//! cargo run --example gateway --features full
 //! ```
 //!
 //! On its first start the gateway mints the operator's management key into `keygate-admin.key`
@@ -20,6 +20,8 @@
 mod app;
 #[path = "gateway/args.rs"]
 mod args;
+#[path = "gateway/backends.rs"]
+mod backends;
 #[path = "gateway/billing.rs"]
 mod billing;
 #[path = "gateway/catalog.rs"]
@@ -39,10 +41,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use axum::middleware;
-use keygate::{KeyId, MemoryStore, Peppers, SelectorFormat, Verifier};
+use keygate::{KeyId, Peppers, SelectorFormat, Verifier};
 
 use crate::app::Gateway;
 use crate::args::{Args, Command};
+use crate::backends::{Keys, Limits};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -70,11 +73,12 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     // Standard keys (`sk`) for the API, management keys (`mk`) for the management API.
     let format = SelectorFormat::new(&args.prefix)?.with_kinds(&["sk", "mk"])?;
     let verifier = Verifier::new(format, Peppers::new(setup::pepper(args.pepper_file.as_deref())?));
-    let store = Arc::new(MemoryStore::new());
-    let admin = setup::admin_key(&verifier, &store, &args.admin_key_file)?;
+    let store = Keys::open(&args.store).await.map_err(|e| format!("--store: {e}"))?;
+    let limits = Arc::new(Limits::open(&args.limits).map_err(|e| format!("--limits: {e}"))?);
+    let admin = setup::admin_key(&verifier, &store, &args.admin_key_file).await?;
     // The metrics facade reports to a Prometheus recorder, served at `GET /metrics`.
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
-    let gateway = Arc::new(Gateway::new(verifier, store, args.wallet).with_metrics(metrics));
+    let gateway = Arc::new(Gateway::new(verifier, store, limits, args.wallet).with_metrics(metrics));
 
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     let addr = listener.local_addr()?;
@@ -87,7 +91,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
             let mut ticks = tokio::time::interval(gateway.last_used.interval());
             loop {
                 ticks.tick().await;
-                gateway.maintain();
+                gateway.maintain().await;
             }
         }
     });
@@ -95,7 +99,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let app = app::router(Arc::clone(&gateway)).layer(middleware::from_fn(app::log_request));
     app::serve(listener, app, shutdown_signal()).await?;
     background.abort();
-    gateway.maintain();
+    gateway.maintain().await;
     println!("stopped");
     Ok(())
 }
@@ -103,6 +107,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
 fn print_welcome(args: &Args, addr: SocketAddr, admin: KeyId) {
     let file = args.admin_key_file.display();
     println!("admin key: id {admin} (management key, scopes read write), stored in {file}");
+    println!("keys: {}; limits: {}", args.store_display(), args.limits_display());
     println!("wallets: every team starts with {} USD", args.wallet);
     println!("listening on http://{addr}");
     println!("try: curl -s http://{addr}/v1/models -H \"Authorization: Bearer $(cat {file})\"");

@@ -72,18 +72,18 @@ pub use record::{Credits, InvalidStatus, KeyRecord, KeyShape, KeyStatus, RateLim
 pub use secret::{
     DIGEST_LEN, DigestCheck, DigestScheme, Pepper, PepperError, PepperId, Peppers, StoredDigest, ct_eq_32,
 };
-#[cfg(feature = "cache")]
-pub use store::{CacheConfig, CachedStore};
 #[cfg(feature = "std")]
 pub use store::MemoryStore;
-#[cfg(feature = "postgres")]
-pub use store::{KeyChange, KeyChanges, PostgresStore};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use store::SqlConfig;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 #[cfg(feature = "alloc")]
 pub use store::{AsyncKeyStore, KeyStore, ListQuery, MAX_PAGE, Page, Ready, StoreError};
+#[cfg(feature = "cache")]
+pub use store::{CacheConfig, CachedStore};
+#[cfg(feature = "postgres")]
+pub use store::{KeyChange, KeyChanges, PostgresStore};
 pub use time::{Date, Timestamp, TimestampError};
 #[cfg(feature = "alloc")]
 pub use verify::Verified;

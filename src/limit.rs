@@ -110,8 +110,8 @@ pub use gcra::{Gcra, LimitStatus, MAX_STATE, NotUntil};
 pub use limiter::{Admission, Finished, LimitRequest, Limiter, Usage};
 #[cfg(feature = "std")]
 pub use memory::MemoryLimitStore;
+pub use op::{Applied, CellId, CellState, LimitBatch, LimitName, LimitOp, MAX_CELLS, Refused};
 #[cfg(feature = "redis")]
 pub use redis::{RedisConfig, RedisLimitStore};
-pub use op::{Applied, CellId, CellState, LimitBatch, LimitName, LimitOp, MAX_CELLS, Refused};
 pub use state::{LimitError, LimitStore};
 pub use status::{InlineHeaderValue, OpenAiDuration, RateLimitHeaders, RateLimitStatus};

@@ -22,9 +22,9 @@ use alloc::vec::Vec;
 use crate::{KeyId, KeyRecord, Lookup};
 
 mod async_store;
-mod drive;
 #[cfg(feature = "cache")]
 mod cached;
+mod drive;
 #[cfg(feature = "std")]
 mod memory;
 #[cfg(feature = "postgres")]
@@ -34,9 +34,9 @@ mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 pub use async_store::{AsyncKeyStore, Ready};
-pub(crate) use drive::{Awaiting, Backend, Blocking, resolve};
 #[cfg(feature = "cache")]
 pub use cached::{CacheConfig, CachedStore};
+pub(crate) use drive::{Awaiting, Backend, Blocking, resolve};
 #[cfg(feature = "std")]
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]

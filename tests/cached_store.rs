@@ -95,7 +95,8 @@ async fn hits_do_not_reach_the_store_and_writes_through_the_cache_are_seen_at_on
 
 #[tokio::test]
 async fn a_change_elsewhere_is_seen_after_invalidation_or_the_ttl() {
-    let cache = CachedStore::with_config(Backing::default(), CacheConfig::default().with_ttl(Duration::from_millis(200)));
+    let cache =
+        CachedStore::with_config(Backing::default(), CacheConfig::default().with_ttl(Duration::from_millis(200)));
     let a = cache.insert(record(1, KeyShape::Selector)).await.unwrap();
     let b = cache.insert(record(2, KeyShape::Selector)).await.unwrap();
     for r in [&a, &b] {

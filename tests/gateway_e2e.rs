@@ -4,7 +4,7 @@
 //! answer, revocation seen by the very next request, the wallet, graceful shutdown, the secret
 //! files' modes, and no key ever written to the process's output. The official OpenAI Python
 //! SDK is run against it too (`tests/openai_sdk.py`).
-#![cfg(all(feature = "tower", feature = "json", feature = "metrics"))]
+#![cfg(feature = "full")]
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc, clippy::unwrap_used)]
 
 use std::ffi::OsStr;
@@ -33,7 +33,7 @@ fn gateway_binary() -> &'static Path {
         if !is_fresh(&binary) {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let mut build = Command::new(cargo);
-            build.args(["build", "--example", "gateway", "--features", "tower,json,metrics", "--manifest-path"]);
+            build.args(["build", "--example", "gateway", "--features", "full", "--manifest-path"]);
             build.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
             if profile_dir.file_name().is_some_and(|p| p == "release") {
                 build.arg("--release");
@@ -709,12 +709,18 @@ fn the_command_line_explains_itself() {
     let help = run_briefly(&[OsStr::new("--help")]);
     assert!(help.status.success());
     let text = String::from_utf8(help.stdout).unwrap();
-    for flag in ["--addr", "--admin-key-file", "--pepper-file", "--prefix", "--wallet-usd", "--store"] {
+    for flag in ["--addr", "--admin-key-file", "--pepper-file", "--prefix", "--wallet-usd", "--store", "--limits"] {
         assert!(text.contains(flag), "{flag}");
     }
-    let store = run_briefly(&[OsStr::new("--store"), OsStr::new("sqlite://keys.db")]);
-    assert_eq!(store.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&store.stderr).contains("--store is not available yet"));
+    for (flag, value, says) in [
+        ("--store", "mysql://db/keys", "is not `memory`"),
+        ("--limits", "memcached://cache", "is not `memory`"),
+        ("--store", "sqlite://keys.db", "--pepper-file"),
+    ] {
+        let refused = run_briefly(&[OsStr::new(flag), OsStr::new(value)]);
+        assert_eq!(refused.status.code(), Some(2), "{flag} {value}");
+        assert!(String::from_utf8_lossy(&refused.stderr).contains(says), "{flag} {value}");
+    }
     let unknown = run_briefly(&[OsStr::new("--port")]);
     assert_eq!(unknown.status.code(), Some(2));
 }
@@ -811,4 +817,208 @@ fn usage_and_metrics_name_keys_by_id_only() {
     for s in secrets {
         assert!(!out.contains(s) && !err.contains(s), "the logs contain a secret");
     }
+}
+
+// ---- shared and persistent backends (issue 7) ----------------------------------------------------
+
+/// PostgreSQL for the shared-backend tests (`KEYGATE_POSTGRES_URL`, default the local server).
+fn postgres_url() -> String {
+    std::env::var("KEYGATE_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// Redis for the shared-backend tests (`KEYGATE_REDIS_URL`, default the local server).
+fn redis_url() -> String {
+    std::env::var("KEYGATE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
+}
+
+/// Whether a test that needs `service` at `addr` can run. Without it the test is reported as not
+/// run, except in CI (`KEYGATE_CI` set), where a missing service fails the test.
+fn service_up(service: &str, url: &str) -> bool {
+    let authority = url.split("://").nth(1).unwrap_or("").split(['/', '?']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let up = std::net::ToSocketAddrs::to_socket_addrs(host_port)
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
+    if !up {
+        assert!(
+            std::env::var_os("KEYGATE_CI").is_none(),
+            "{service} is not reachable at {host_port}, and CI may not skip"
+        );
+        eprintln!("not run: {service} unreachable at {host_port} (start it to run this test; see the README)");
+    }
+    up
+}
+
+/// A fresh PostgreSQL database for one test, dropped when the value is.
+struct Database {
+    admin_url: String,
+    name: String,
+}
+
+impl Database {
+    fn create() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!("keygate_e2e_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let db = Self { admin_url: postgres_url(), name };
+        db.execute(&format!("CREATE DATABASE {}", db.name));
+        db
+    }
+
+    fn url(&self) -> String {
+        let (base, _) = self.admin_url.rsplit_once('/').unwrap();
+        format!("{base}/{}", self.name)
+    }
+
+    fn execute(&self, sql: &str) {
+        use sqlx::Connection;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let mut connection = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut connection).await.unwrap();
+            connection.close().await.unwrap();
+        });
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        self.execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+/// Two gateways on one PostgreSQL database and one Redis: a rate limit holds across both
+/// exactly, and a key revoked through one is refused by the other on its next request.
+#[test]
+fn two_gateways_on_postgres_and_redis_share_limits_and_revocations() {
+    if !service_up("PostgreSQL", &postgres_url()) || !service_up("Redis", &redis_url()) {
+        return;
+    }
+    let db = Database::create();
+    let args = ["--store", &db.url(), "--limits", &redis_url()].map(str::to_owned);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut a = Gateway::start(&args);
+    // The second gateway shares the first one's pepper and admin key files.
+    let b = Gateway::start_in(a.dir.clone(), &args);
+    assert_eq!(a.admin(), b.admin());
+
+    // A key of 6 requests a minute, used from both gateways at once: exactly 6 pass.
+    let (token, _) = a.create_key(key_json("shared", json!({ "rate_limit": { "requests_per_minute": 6 } })));
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let gateway = Arc::clone(if i % 2 == 0 { &a } else { &b });
+            let token = token.clone();
+            thread::spawn(move || (0..5).map(|_| gateway.get("/v1/models", Some(&token)).status).collect::<Vec<_>>())
+        })
+        .collect();
+    let statuses: Vec<u16> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 6, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 14, "{statuses:?}");
+    let (Ok(mut a), Ok(b)) = (Arc::try_unwrap(a), Arc::try_unwrap(b)) else { unreachable!() };
+
+    // Revocation: B has the key cached from using it; A revokes it; B refuses the next request.
+    let (token, id) = a.create_key(key_json("to revoke", json!({})));
+    for _ in 0..3 {
+        assert_eq!(b.get("/v1/models", Some(&token)).status, 200);
+    }
+    a.patch_key(&id, json!({ "status": "revoked" }));
+    b.get("/v1/models", Some(&token)).assert_error(401, "authentication_error", "revoked_api_key");
+    // And a key created through B works through A at once (its absence was cached by A).
+    assert_eq!(a.get("/v1/models", Some("aistats_v1_sk_AAAAAAAAAAAAAAAA_x")).status, 401);
+    let mut b = b;
+    let (token, _) = b.create_key(key_json("from b", json!({})));
+    assert_eq!(a.get("/v1/models", Some(&token)).status, 200);
+    b.stop_keeping_files();
+    a.stop();
+}
+
+/// The SQLite store keeps keys, their changes and the admin key across restarts.
+#[test]
+fn the_sqlite_store_keeps_keys_across_restarts() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("gateway-sqlite-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = dir.join("keys.db");
+    let store = store.to_str().unwrap();
+    let mut gateway = Gateway::start_in(dir.clone(), &["--store", store]);
+    let (token, id) = gateway.create_key(key_json("kept", json!({ "allowed_models": ["gpt-4o-mini"] })));
+    let (revoked, revoked_id) = gateway.create_key(key_json("revoked", json!({})));
+    gateway.patch_key(&revoked_id, json!({ "status": "revoked" }));
+    let secrets = gateway.secrets.clone();
+    gateway.stop_keeping_files();
+
+    let mut gateway = Gateway::start_in(dir, &["--store", store]);
+    gateway.secrets = secrets;
+    assert_eq!(gateway.chat(&token, "gpt-4o-mini", "hi").status, 200);
+    gateway.chat(&token, "gpt-4o", "hi").assert_error(403, "permission_error", "model_not_allowed");
+    gateway.chat(&revoked, "gpt-4o-mini", "hi").assert_error(401, "authentication_error", "revoked_api_key");
+    let listed = gateway.get("/v1/management/keys", Some(&gateway.admin())).json();
+    assert_eq!(listed["total"], 3, "{listed}"); // the admin key and the two keys
+    assert_eq!(gateway.get(&format!("/v1/management/keys/{id}"), Some(&gateway.admin())).json()["key"]["name"], "kept");
+    gateway.stop();
+}
+
+/// A persistent store without a pepper file is refused: no stored key would verify after a
+/// restart.
+#[test]
+fn a_persistent_store_needs_a_pepper_file() {
+    let refused = run_briefly(&[OsStr::new("--store"), OsStr::new("keys.db")]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--pepper-file"));
+}
+
+/// Redis stopped while the gateway runs: requests of keys with limits fail closed with
+/// `503 auth_unavailable`; Redis started again: they pass again, with no restart of the gateway.
+#[test]
+fn a_redis_restart_fails_closed_then_recovers() {
+    if !service_up("Redis", &redis_url()) {
+        return;
+    }
+    // A private Redis on a free port, so that stopping it disturbs no other test.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let start_redis = || {
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed with Redis");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return child;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("redis-server did not start on port {port}");
+    };
+    let mut redis = start_redis();
+    let mut gateway = Gateway::start(&["--limits", &format!("redis://127.0.0.1:{port}/")]);
+    let (token, _) = gateway.create_key(key_json("limited", json!({ "rate_limit": { "requests_per_minute": 1000 } })));
+    assert_eq!(gateway.chat(&token, "gpt-4o-mini", "hi").status, 200);
+
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    for _ in 0..3 {
+        gateway.chat(&token, "gpt-4o-mini", "hi").assert_error(503, "service_unavailable_error", "auth_unavailable");
+    }
+    // A key without limits needs no limit state: it is not affected.
+    let (free, _) = gateway.create_key(key_json("unlimited", json!({})));
+    assert_eq!(gateway.chat(&free, "gpt-4o-mini", "hi").status, 200);
+
+    let mut redis = start_redis();
+    let mut recovered = false;
+    for _ in 0..50 {
+        if gateway.chat(&token, "gpt-4o-mini", "hi").status == 200 {
+            recovered = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(recovered, "the gateway did not recover after Redis came back");
+    assert_eq!(gateway.chat(&token, "gpt-4o-mini", "hi").status, 200);
+    let _ = redis.kill();
+    let _ = redis.wait();
+    gateway.stop();
 }

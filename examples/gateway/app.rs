@@ -30,22 +30,23 @@ use axum::serve::ListenerExt;
 use keygate::events::{MetricsSink, PeriodUsage, UsageStats};
 use keygate::tower::{JsonModel, JsonModelLayer, KeyGateLayer, Principal, Requirements};
 use keygate::{
-    Access, Caller, Gate, KeyId, KeyKind, LastUsed, LimitRequest, Limiter, ManageConfig, ManageRequest, ManageResponse,
-    ManageRoute, Manager, MemoryLimitStore, MemoryStore, OsRng, Ready, Timestamp, Usd, Verifier,
+    Access, AsyncKeyStore, Caller, Gate, KeyId, KeyKind, LastUsed, LimitRequest, Limiter, ManageConfig, ManageRequest,
+    ManageResponse, ManageRoute, Manager, OsRng, Timestamp, Usd, Verifier,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
+use crate::backends::{Keys, Limits};
 use crate::billing::{Account, Meter};
 use crate::catalog::{self, Model};
 use crate::mock::{self, ChatRequest};
 use crate::stream::EventStream;
 use crate::wallet::{Wallets, format_usd};
 
-/// The pipeline: keys in memory (presented to the layer as an async store), limits in memory,
-/// and the event sinks.
-pub(crate) type KeyGate = Gate<Ready<Arc<MemoryStore>>, Arc<MemoryLimitStore>, Events>;
+/// The pipeline: the key store and the limit state chosen by `--store` and `--limits`, and the
+/// event sinks.
+pub(crate) type KeyGate = Gate<Arc<Keys>, Arc<Limits>, Events>;
 
 /// Where the gate reports decisions and usage: per-key counters, and the `metrics` facade.
 pub(crate) type Events = (Arc<UsageStats>, MetricsSink);
@@ -59,7 +60,7 @@ const STREAM_PAUSE: Duration = Duration::from_millis(20);
 pub(crate) struct Gateway {
     pub(crate) gate: Arc<KeyGate>,
     /// The management API, over the same store as the gate.
-    pub(crate) manager: Manager<Arc<MemoryStore>>,
+    pub(crate) manager: Manager<Arc<Keys>>,
     pub(crate) wallets: Arc<Wallets>,
     pub(crate) last_used: LastUsed,
     /// Per-key requests, denials, tokens and spend for the day, week and month.
@@ -71,13 +72,13 @@ pub(crate) struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway issuing and checking keys with `verifier` in `store`, every team's wallet
-    /// starting at `wallet`.
-    pub(crate) fn new(verifier: Verifier, store: Arc<MemoryStore>, wallet: Usd) -> Self {
-        let limiter = Limiter::new(Arc::new(MemoryLimitStore::new()));
+    /// A gateway issuing and checking keys with `verifier` in `store`, counting limits in
+    /// `limits`, every team's wallet starting at `wallet`.
+    pub(crate) fn new(verifier: Verifier, store: Arc<Keys>, limits: Arc<Limits>, wallet: Usd) -> Self {
+        let limiter = Limiter::new(limits);
         let usage = Arc::new(UsageStats::new());
-        let gate = Gate::new(verifier.clone(), Ready(Arc::clone(&store)), limiter)
-            .with_events((Arc::clone(&usage), MetricsSink));
+        let gate =
+            Gate::new(verifier.clone(), Arc::clone(&store), limiter).with_events((Arc::clone(&usage), MetricsSink));
         Self {
             gate: Arc::new(gate),
             manager: Manager::new(store, verifier),
@@ -97,14 +98,14 @@ impl Gateway {
     }
 
     /// The key store.
-    pub(crate) fn store(&self) -> &MemoryStore {
+    pub(crate) fn store(&self) -> &Keys {
         self.manager.store()
     }
 
     /// Writes last-used times to the store and drops idle limit state: call it now and then.
-    pub(crate) fn maintain(&self) {
+    pub(crate) async fn maintain(&self) {
         let now = Timestamp::now();
-        self.last_used.flush(self.store(), now);
+        self.last_used.flush_async(self.store(), now).await;
         self.gate.limiter().store().evict_expired(now);
     }
 }
@@ -287,12 +288,12 @@ async fn management(
 ) -> Response {
     let usage_of = uri.path().strip_prefix("/v1/management/keys/").and_then(|rest| rest.strip_suffix("/usage"));
     if let (&Method::GET, Some(id)) = (&method, usage_of) {
-        return key_usage(&gateway, &principal, id);
+        return key_usage(&gateway, &principal, id).await;
     }
     let caller = Caller::from_record(principal.record());
     let request =
         ManageRequest::new(method.as_str(), uri.path()).with_query(uri.query().unwrap_or("")).with_body(&body);
-    let answer = gateway.manager.handle(&caller, &request, Timestamp::now(), &mut OsRng);
+    let answer = gateway.manager.handle_async(&caller, &request, Timestamp::now(), &mut OsRng).await;
     manage_response(&answer)
 }
 
@@ -320,11 +321,11 @@ fn manage_response(answer: &ManageResponse) -> Response {
 /// `GET /v1/management/keys/{id}/usage`: a key's requests, denials by code, tokens and spend for
 /// the current day, ISO week and month (counted by this process), and its last use. Management
 /// keys only, and only for keys the caller may see (another team's key is a 404, as for `GET`).
-fn key_usage(gateway: &Gateway, principal: &Principal, id: &str) -> Response {
+async fn key_usage(gateway: &Gateway, principal: &Principal, id: &str) -> Response {
     let caller = Caller::from_record(principal.record());
     let path = format!("/v1/management/keys/{id}");
     let get = ManageRequest::new("GET", &path);
-    let answer = gateway.manager.handle(&caller, &get, Timestamp::now(), &mut OsRng);
+    let answer = gateway.manager.handle_async(&caller, &get, Timestamp::now(), &mut OsRng).await;
     if answer.status() != 200 {
         // Not a management key, not found, another team's: the same answer `GET` would give.
         return manage_response(&answer);
@@ -332,7 +333,7 @@ fn key_usage(gateway: &Gateway, principal: &Principal, id: &str) -> Response {
     let Ok(id) = id.parse::<KeyId>() else { return manage_response(&answer) };
     let now = Timestamp::now();
     let usage = gateway.usage.get(&id, now).unwrap_or_default();
-    let stored = keygate::KeyStore::get(gateway.store(), &id).ok().flatten().and_then(|r| r.last_used_at);
+    let stored = gateway.store().get(&id).await.ok().flatten().and_then(|r| r.last_used_at);
     let last_used = usage.last_used.max(stored);
     let body = serde_json::json!({
         "ok": true,

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use keygate::Usd;
 
+use crate::backends::{LimitsUrl, StoreUrl};
+
 pub(crate) const HELP: &str = "\
 An OpenAI-compatible gateway in front of a mock model, with the AI Stats management API,
 backed by keygate.
@@ -19,7 +21,11 @@ Options:
                           Without it the pepper lives in memory and keys die with the process
   --prefix PREFIX         Key prefix (default aistats: keys read aistats_v1_sk_<kid>_<secret>)
   --wallet-usd AMOUNT     Starting balance of every team's wallet, in dollars (default 10.00)
-  --store URL             Reserved: persistent stores come in a later version
+  --store STORE           Where keys live (default memory): memory, FILE.db or sqlite:PATH
+                          (SQLite, created if absent), or postgres://USER@HOST/DB (shared by
+                          every gateway on it). A persistent store needs --pepper-file
+  --limits LIMITS         Where limit state lives (default memory): memory, or redis://HOST
+                          (shared by every gateway on it: each limit holds across all of them)
   -h, --help              Print this help
 ";
 
@@ -31,6 +37,38 @@ pub(crate) struct Args {
     pub(crate) pepper_file: Option<PathBuf>,
     pub(crate) prefix: String,
     pub(crate) wallet: Usd,
+    pub(crate) store: StoreUrl,
+    pub(crate) limits: LimitsUrl,
+}
+
+impl Args {
+    /// `--store` for the welcome line, without any password in the URL.
+    pub(crate) fn store_display(&self) -> String {
+        match &self.store {
+            StoreUrl::Memory => "in memory".to_owned(),
+            StoreUrl::Sqlite(path) => format!("SQLite file {path}"),
+            StoreUrl::Postgres(url) => format!("PostgreSQL {}", without_password(url)),
+        }
+    }
+
+    /// `--limits` for the welcome line, without any password in the URL.
+    pub(crate) fn limits_display(&self) -> String {
+        match &self.limits {
+            LimitsUrl::Memory => "in memory".to_owned(),
+            LimitsUrl::Redis(url) => format!("Redis {}", without_password(url)),
+        }
+    }
+}
+
+/// `scheme://user:password@host/...` as `scheme://user@host/...`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+    let authority = match authority.rsplit_once('@') {
+        Some((user, host)) => format!("{}@{host}", user.split_once(':').map_or(user, |(u, _)| u)),
+        None => authority.to_owned(),
+    };
+    path.map_or_else(|| format!("{scheme}://{authority}"), |p| format!("{scheme}://{authority}/{p}"))
 }
 
 impl Default for Args {
@@ -41,6 +79,8 @@ impl Default for Args {
             pepper_file: None,
             prefix: "aistats".to_owned(),
             wallet: Usd::from_micros(10_000_000).unwrap_or(Usd::MAX),
+            store: StoreUrl::Memory,
+            limits: LimitsUrl::Memory,
         }
     }
 }
@@ -69,13 +109,15 @@ pub(crate) fn parse(mut args: impl Iterator<Item = String>) -> Result<Command, S
             "--pepper-file" => parsed.pepper_file = Some(value()?.into()),
             "--prefix" => parsed.prefix = value()?,
             "--wallet-usd" => parsed.wallet = value()?.parse().map_err(|e| format!("--wallet-usd: {e}"))?,
-            "--store" => {
-                return Err("--store is not available yet: persistent key stores come with the storage \
-                            backends; this version keeps keys in memory"
-                    .to_owned());
-            }
+            "--store" => parsed.store = StoreUrl::parse(&value()?)?,
+            "--limits" => parsed.limits = LimitsUrl::parse(&value()?)?,
             other => return Err(format!("unknown argument {other}")),
         }
+    }
+    if parsed.store.is_persistent() && parsed.pepper_file.is_none() {
+        return Err("--store keeps keys across restarts, so it needs --pepper-file: with a pepper that \
+                    lives in memory, no stored key would verify after a restart"
+            .to_owned());
     }
     Ok(Command::Run(parsed))
 }

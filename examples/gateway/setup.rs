@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use keygate::{
-    KeyId, KeyKind, KeyRecord, KeyShape, KeyStore, MemoryStore, OsRng, Pepper, PepperId, Scopes, Timestamp, Verifier,
+    AsyncKeyStore, KeyId, KeyKind, KeyRecord, KeyShape, OsRng, Pepper, PepperId, Scopes, Timestamp, Verifier,
 };
 use rand_core::TryRng;
 use zeroize::Zeroizing;
@@ -41,12 +41,17 @@ pub(crate) fn pepper(path: Option<&Path>) -> Result<Pepper, Box<dyn Error>> {
 }
 
 /// Registers the operator's management key (kind `mk`, scopes `read write`, no team: it sees
-/// every team) in the store, which starts empty since it lives in memory.
+/// every team) in the store.
 ///
 /// On the first start the key is minted and written to `path`; on later starts the key in
-/// `path` is registered again, so the operator keeps one key across restarts. The file is
-/// never overwritten. Returns the key's id, the only part of it ever printed.
-pub(crate) fn admin_key(verifier: &Verifier, store: &MemoryStore, path: &Path) -> Result<KeyId, Box<dyn Error>> {
+/// `path` is registered again if the store does not have it (a store in memory starts empty),
+/// so the operator keeps one key across restarts. The file is never overwritten. Returns the
+/// key's id, the only part of it ever printed.
+pub(crate) async fn admin_key(
+    verifier: &Verifier,
+    store: &impl AsyncKeyStore,
+    path: &Path,
+) -> Result<KeyId, Box<dyn Error>> {
     let now = Timestamp::now();
     let mut record = if path.exists() {
         check_private(path)?;
@@ -66,7 +71,23 @@ pub(crate) fn admin_key(verifier: &Verifier, store: &MemoryStore, path: &Path) -
     };
     record.name = "admin".to_owned();
     record.scopes = Scopes::parse("read write")?;
-    Ok(store.insert(record)?.id)
+    if let Some(stored) = store.get(&record.id).await? {
+        // A persistent store, or another gateway on the same database, has it already.
+        if stored.digest != record.digest {
+            return Err(format!(
+                "the store holds another key with the id of {}: was it made with another --pepper-file?",
+                path.display()
+            )
+            .into());
+        }
+        return Ok(stored.id);
+    }
+    match store.insert(record.clone()).await {
+        Ok(stored) => Ok(stored.id),
+        // Another gateway starting at the same time registered it first.
+        Err(keygate::StoreError::Conflict) => Ok(record.id),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The record of an existing management key `token`: its digest under the current pepper.

@@ -10,7 +10,7 @@ use crate::{Denial, DenialCode};
 /// `{"error":{"message":"…","type":"…","code":"…","param":null}}`.
 ///
 /// [`Display`](fmt::Display) writes the JSON text (into any [`fmt::Write`], so `no_std` servers
-/// can use [`write_into`] and a stack buffer); with `serde` it is also [`serde::Serialize`] with
+/// can use [`write_into`] and a stack buffer); with `serde` it is also `serde::Serialize` with
 /// the same shape, to hand to a framework's JSON response. The message is the code's fixed text
 /// ([`DenialCode::message`]) and never contains request data.
 ///

@@ -229,7 +229,7 @@ impl LimitOp {
                 if used >= cap || used.saturating_add(amount) > cap {
                     return Err(Refusal { code: DenialCode::QuotaExceeded, retry_after: until(resets_at) });
                 }
-                counter(used + amount, resets_at)
+                counter(used.saturating_add(amount), resets_at)
             }
             Self::Record { amount, resets_at } => counter(cell.value.saturating_add(amount).min(MAX_STATE), resets_at),
             Self::Unrecord { amount, resets_at } => counter(cell.value.saturating_sub(amount), resets_at),
