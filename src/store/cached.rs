@@ -1,36 +1,5 @@
-//! A read-through cache in front of any [`AsyncKeyStore`] (feature `cache`).
-//!
-//! ```text
-//! lookup(kid) ──► shard (RwLock<HashMap>, randomly seeded hasher) ──hit, fresh──► record
-//!                    │ miss or stale
-//!                    ▼
-//!                 inner.lookup ──► cache it (unless a change arrived meanwhile) ──► record
-//! writes ──► inner ──► invalidate here; other processes learn of it through their change feed
-//! change feed (PostgreSQL LISTEN/NOTIFY: `PostgresStore::changes`) ──► invalidate(id) / clear()
-//! ```
-//!
-//! # Design
-//!
-//! - **Keys.** Entries are keyed by the [`Lookup`] itself (a kid or an opaque key's digest);
-//!   the hasher is foldhash's randomly seeded one, because kids are chosen by whoever sends a
-//!   request. A digest entry also remembers its record's id, so a change to that id evicts it.
-//! - **Absent keys are cached too**, for [`CacheConfig::negative_ttl`] (short), so a flood of
-//!   unknown kids costs one store read per kid and period, not one per request.
-//! - **Invalidation at once, TTL as the safety net.** [`CachedStore::invalidate`] evicts one
-//!   key and [`CachedStore::clear`] everything; a change feed calls them as notifications
-//!   arrive (with `postgres`: [`CachedStore::follow`]). A record is never served older than
-//!   [`CacheConfig::ttl`], so a lost notification heals by itself.
-//! - **No stale fill.** A miss reads the store, then caches what it read only if no
-//!   invalidation happened in between (a generation counter bumped by every invalidation);
-//!   otherwise the answer is returned uncached. A revocation is therefore never overwritten by
-//!   a read that started before it.
-//! - **Bounded.** At most [`CacheConfig::capacity`] entries: a full shard first drops its
-//!   expired entries, then stops caching absent keys, then evicts an arbitrary entry.
-//! - **Writes go through.** `insert`, `replace` and `delete` write to the inner store and
-//!   invalidate the id here, so this process sees its own changes on the next lookup.
-//!
-//! A lookup that hits costs a shard read lock, a hash and an `Arc` clone; the benches compare
-//! it with [`MemoryStore`](crate::MemoryStore) (`cargo bench --bench backends`).
+//! A read-through cache in front of any async store (feature `cache`); the design is on
+//! [`CachedStore`].
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -102,7 +71,39 @@ struct Entry {
 
 type Shard = RwLock<HashTable<Entry>>;
 
-/// A read-through cache in front of an [`AsyncKeyStore`]; see the [module docs](self).
+/// A read-through cache in front of any [`AsyncKeyStore`] (feature `cache`).
+///
+/// ```text
+/// lookup(kid) ──► shard (RwLock<HashMap>, randomly seeded hasher) ──hit, fresh──► record
+///                    │ miss or stale
+///                    ▼
+///                 inner.lookup ──► cache it (unless a change arrived meanwhile) ──► record
+/// writes ──► inner ──► invalidate here; other processes learn of it through their change feed
+/// change feed (PostgreSQL LISTEN/NOTIFY: `PostgresStore::changes`) ──► invalidate(id) / clear()
+/// ```
+///
+/// # Design
+///
+/// - **Keys.** Entries are keyed by the [`Lookup`] itself (a kid or an opaque key's digest);
+///   the hasher is foldhash's randomly seeded one, because kids are chosen by whoever sends a
+///   request. A digest entry also remembers its record's id, so a change to that id evicts it.
+/// - **Absent keys are cached too**, for [`CacheConfig::negative_ttl`] (short), so a flood of
+///   unknown kids costs one store read per kid and period, not one per request.
+/// - **Invalidation at once, TTL as the safety net.** [`CachedStore::invalidate`] evicts one
+///   key and [`CachedStore::clear`] everything; a change feed calls them as notifications
+///   arrive (with `postgres`: [`CachedStore::follow`]). A record is never served older than
+///   [`CacheConfig::ttl`], so a lost notification heals by itself.
+/// - **No stale fill.** A miss reads the store, then caches what it read only if no
+///   invalidation happened in between (a generation counter bumped by every invalidation);
+///   otherwise the answer is returned uncached. A revocation is therefore never overwritten by
+///   a read that started before it.
+/// - **Bounded.** At most [`CacheConfig::capacity`] entries: a full shard first drops its
+///   expired entries, then stops caching absent keys, then evicts an arbitrary entry.
+/// - **Writes go through.** `insert`, `replace` and `delete` write to the inner store and
+///   invalidate the id here, so this process sees its own changes on the next lookup.
+///
+/// A lookup that hits costs a shard read lock, a hash and an `Arc` clone; the benches compare
+/// it with [`MemoryStore`](crate::MemoryStore) (`cargo bench --bench backends`).
 pub struct CachedStore<S> {
     inner: S,
     shards: Vec<Shard>,
