@@ -1,7 +1,7 @@
 //! The management API over an asynchronous store: the `_async` operations share the rules and
 //! the answers of the synchronous ones, and their futures are `Send` (they run on a
 //! multi-threaded executor).
-#![cfg(feature = "json")]
+#![cfg(all(feature = "json", feature = "std"))]
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc, clippy::unwrap_used)]
 
 use std::sync::Arc;
