@@ -45,16 +45,22 @@ fn gateway_binary() -> &'static Path {
     })
 }
 
-/// Whether `binary` exists and is newer than every source file of the example.
+/// Whether `binary` exists and is newer than every source file of the example and the crate.
 fn is_fresh(binary: &Path) -> bool {
+    fn sources(dir: &Path, into: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() { sources(&path, into) } else { into.push(path) }
+        }
+    }
     let modified = |p: &Path| p.metadata().and_then(|m| m.modified()).ok();
     let Some(built) = modified(binary) else { return false };
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let mut sources = vec![examples.join("gateway.rs")];
-    if let Ok(dir) = std::fs::read_dir(examples.join("gateway")) {
-        sources.extend(dir.flatten().map(|e| e.path()));
-    }
-    sources.iter().all(|s| modified(s).is_none_or(|m| m <= built))
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("examples").join("gateway.rs"), root.join("Cargo.toml")];
+    sources(&root.join("examples").join("gateway"), &mut files);
+    sources(&root.join("src"), &mut files);
+    sources(&root.join("migrations"), &mut files);
+    files.iter().all(|s| modified(s).is_none_or(|m| m <= built))
 }
 
 /// A running gateway, killed when dropped (also when a test panics).
@@ -968,6 +974,16 @@ fn a_persistent_store_needs_a_pepper_file() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--pepper-file"));
 }
 
+/// A child process killed when dropped (also when a test panics).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Redis stopped while the gateway runs: requests of keys with limits fail closed with
 /// `503 auth_unavailable`; Redis started again: they pass again, with no restart of the gateway.
 #[test]
@@ -981,11 +997,12 @@ fn a_redis_restart_fails_closed_then_recovers() {
         let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is installed with Redis");
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return child;
+                return Killed(child);
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -993,13 +1010,28 @@ fn a_redis_restart_fails_closed_then_recovers() {
         let _ = child.wait();
         panic!("redis-server did not start on port {port}");
     };
-    let mut redis = start_redis();
+    let redis = start_redis();
     let mut gateway = Gateway::start(&["--limits", &format!("redis://127.0.0.1:{port}/")]);
-    let (token, _) = gateway.create_key(key_json("limited", json!({ "rate_limit": { "requests_per_minute": 1000 } })));
+    let limits =
+        json!({ "rate_limit": { "requests_per_minute": 1000 }, "spend_cap": { "amount_usd": 100, "period": "month" } });
+    let (token, id) = gateway.create_key(key_json("limited", limits));
     assert_eq!(gateway.chat(&token, "gpt-4o-mini", "hi").status, 200);
+    let spent = || -> u64 {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("keygate:{{{id}}}:spend:*")).query(&mut conn).unwrap();
+        keys.iter().map(|k| redis::cmd("GET").arg(k).query::<u64>(&mut conn).unwrap()).sum()
+    };
+    let before = spent();
+    assert!(before > 0, "the first reply's spend is recorded");
 
-    redis.kill().unwrap();
-    redis.wait().unwrap();
+    // A stream admitted before Redis goes away ends while it is away: its spend cannot be
+    // recorded then, and must not be lost.
+    let (status, mut events) = gateway.stream(&token, "gpt-4o", &long_message(40));
+    assert_eq!(status, 200);
+    assert!(events.next().is_some());
+    drop(redis);
+    assert_eq!(events.rest().last().map(String::as_str), Some("[DONE]"));
     for _ in 0..3 {
         gateway.chat(&token, "gpt-4o-mini", "hi").assert_error(503, "service_unavailable_error", "auth_unavailable");
     }
@@ -1007,7 +1039,7 @@ fn a_redis_restart_fails_closed_then_recovers() {
     let (free, _) = gateway.create_key(key_json("unlimited", json!({})));
     assert_eq!(gateway.chat(&free, "gpt-4o-mini", "hi").status, 200);
 
-    let mut redis = start_redis();
+    let redis = start_redis();
     let mut recovered = false;
     for _ in 0..50 {
         if gateway.chat(&token, "gpt-4o-mini", "hi").status == 200 {
@@ -1018,7 +1050,11 @@ fn a_redis_restart_fails_closed_then_recovers() {
     }
     assert!(recovered, "the gateway did not recover after Redis came back");
     assert_eq!(gateway.chat(&token, "gpt-4o-mini", "hi").status, 200);
-    let _ = redis.kill();
-    let _ = redis.wait();
+    // The stream's spend was sent again once Redis was back (a fresh Redis: only what was
+    // recorded since), with the two chats after it.
+    let after = spent();
+    let (chat_cost, stream_cost) = (before, after);
+    assert!(stream_cost > 2 * chat_cost, "the stream's spend was lost: {after} micro-USD recorded since the restart");
+    drop(redis);
     gateway.stop();
 }

@@ -744,11 +744,56 @@ fn a_store_reconnects_after_its_connections_are_killed() {
     for id in named(&mut conn) {
         let _: i64 = redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id).query(&mut conn).unwrap();
     }
-    // The call that finds its connection dead fails (it is not retried: the script may have
-    // run) and drops every idle connection (as dead), so the next call connects afresh.
+    // The call that finds its connection dead fails (it is not retried at once: the script may
+    // have run) and drops every idle connection (as dead). Being a settlement (spend recorded),
+    // it is kept, and sent again, with its marker, before the next call, on a fresh connection:
+    // nothing recorded is lost.
     assert_eq!(store.apply_one(&key, cell, op, T0), Err(LimitError::Unavailable));
-    assert_eq!(store.apply_one(&key, cell, op, T0), Ok(Ok(calls + 1)));
+    assert_eq!(store.pending_settlements(), 1);
+    assert_eq!(store.apply_one(&key, cell, op, T0), Ok(Ok(calls + 2)));
+    assert_eq!(store.pending_settlements(), 0);
+    assert_eq!(store.dropped_settlements(), 0);
     assert_eq!(named(&mut conn).len(), 1);
+}
+
+/// A settlement sent twice (its first reply lost) counts once: the script writes the batch only
+/// if the settlement's marker did not exist, and keeps the marker for the replay window.
+#[test]
+fn a_settlement_sent_twice_counts_once() {
+    if !redis_up() {
+        return;
+    }
+    let p = Prefix::new();
+    let script = redis::Script::new(include_str!("../src/limit/redis.lua"));
+    let cell = format!("{}:{{k}}:spend:0", p.0);
+    let marker = format!("{}:{{k}}:settled:1", p.0);
+    let mut conn = admin();
+    let record = |conn: &mut redis::Connection| -> redis::Value {
+        // record 5 micro-units, lifetime counter; marker kept for 60 s.
+        script
+            .key(&cell)
+            .key(&marker)
+            .arg(1_800_000_000u64)
+            .arg(0)
+            .arg(1000)
+            .arg(0)
+            .arg(7)
+            .arg(5)
+            .arg("")
+            .arg("")
+            .arg("")
+            .arg(60_000)
+            .invoke(conn)
+            .unwrap()
+    };
+    let first = record(&mut conn);
+    assert_eq!(first, redis::Value::Array(vec![redis::Value::Int(0), redis::Value::BulkString(b"5".to_vec())]));
+    let again = record(&mut conn);
+    assert_eq!(again, redis::Value::Array(vec![redis::Value::Int(3)]));
+    let stored: String = redis::cmd("GET").arg(&cell).query(&mut conn).unwrap();
+    assert_eq!(stored, "5");
+    let ttl: i64 = redis::cmd("PTTL").arg(&marker).query(&mut conn).unwrap();
+    assert!((1..=60_000).contains(&ttl), "{ttl}");
 }
 
 // ---------------------------------------------------------------------------------------------

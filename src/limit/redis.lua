@@ -18,6 +18,12 @@
 --        {1, old_1 .. old_N, why_1 .. why_N}      refused, nothing written; why_i is "" (op i
 --                                                 admitted), "never", or the wait in ns
 --        {2, i}                                   the value at KEYS[i] is not a limiter state
+--        {3}                                      already applied (see KEYS[N + 1] below)
+--
+-- KEYS[N + 1], optional: the marker of a settlement (an update that never refuses: usage
+-- reconciled, spend recorded, a slot released) that may be sent again after a failed call.
+-- The batch is written only if the marker did not exist, and the marker is then kept for
+-- ARGV[5 + 5N] ms, so a settlement sent twice (the first reply lost) counts once.
 -- Values in replies are decimal strings (exact for every u64).
 --
 -- Numbers: Lua numbers are doubles, exact only up to 2^53, and a state may be up to 2^63 - 1.
@@ -87,7 +93,7 @@ if lt(MAX_S, MAX_N, t0_s, t0_n) then
   t0_s, t0_n = MAX_S, MAX_N
 end
 
-local cells = #KEYS
+local cells = math.floor((#ARGV - 4) / 5)
 local old_s, old_n, new_s, new_n, why = {}, {}, {}, {}, {}
 local refused = false
 
@@ -194,6 +200,13 @@ if refused then
     reply[1 + cells + i] = why[i]
   end
   return reply
+end
+
+if #KEYS > cells then
+  local ttl = ARGV[5 + 5 * cells]
+  if not redis.call('SET', KEYS[cells + 1], '1', 'NX', 'PX', ttl) then
+    return {3}
+  end
 end
 
 local reply = {0}

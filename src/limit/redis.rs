@@ -97,10 +97,12 @@
 
 #![cfg(feature = "redis")]
 
+use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use core::time::Duration;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -177,6 +179,13 @@ pub struct RedisConfig {
     /// cost of one more command per new connection; none by default. Printable ASCII without
     /// spaces.
     pub client_name: Option<String>,
+    /// How long a settlement that failed (a call that timed out or found Redis down) is kept
+    /// to be sent again, and how long Redis remembers each settlement's marker so that one sent
+    /// twice counts once. Default 10 minutes; zero turns replays (and markers) off.
+    pub replay_window: Duration,
+    /// The most failed settlements kept for replay (default 100 000); past it, the oldest are
+    /// dropped and counted ([`RedisLimitStore::dropped_settlements`]).
+    pub max_pending: usize,
 }
 
 impl Default for RedisConfig {
@@ -189,6 +198,8 @@ impl Default for RedisConfig {
             concurrency_lease: Duration::from_secs(600),
             expiry_grace: Duration::ZERO,
             client_name: None,
+            replay_window: Duration::from_secs(600),
+            max_pending: 100_000,
         }
     }
 }
@@ -242,6 +253,38 @@ impl RedisConfig {
         self.client_name = Some(String::from(name));
         self
     }
+
+    /// The same configuration with this replay window (zero: no replays, no markers).
+    #[must_use]
+    pub fn with_replay_window(mut self, window: Duration) -> Self {
+        self.replay_window = window;
+        self
+    }
+}
+
+/// A settlement whose call failed, kept to be sent again.
+struct Pending {
+    key: KeyId,
+    batch: LimitBatch,
+    now: Timestamp,
+    marker: String,
+    /// When it stops being worth sending (its marker would have expired).
+    until: std::time::Instant,
+}
+
+/// Whether every operation of `ops` only settles what a request did (never refuses, and must
+/// not be lost): reconciled tokens, recorded spend, given-back credits, a released slot.
+fn settles(ops: &[LimitOp]) -> bool {
+    ops.iter().all(|op| {
+        matches!(
+            op,
+            LimitOp::RateCharge { .. }
+                | LimitOp::RateRefund { .. }
+                | LimitOp::Release
+                | LimitOp::Record { .. }
+                | LimitOp::Unrecord { .. }
+        )
+    })
 }
 
 /// A [`LimitStore`] in Redis, shared by every gateway process using the same server and prefix.
@@ -290,6 +333,16 @@ pub struct RedisLimitStore {
     client_name: Option<String>,
     apply_script: Script,
     cas_script: Script,
+    /// Settlements whose call failed, oldest first; `parked` mirrors its length so the hot path
+    /// checks it without a lock.
+    pending: Mutex<VecDeque<Pending>>,
+    parked: AtomicUsize,
+    dropped: AtomicU64,
+    /// Makes settlement markers unique across processes: a random instance id and a counter.
+    instance: u64,
+    sequence: AtomicU64,
+    replay_window: Duration,
+    max_pending: usize,
     /// The URL without credentials, for `Debug`.
     target: String,
 }
@@ -327,6 +380,13 @@ impl RedisLimitStore {
             client_name: config.client_name,
             apply_script: Script::new(APPLY_LUA),
             cas_script: Script::new(CAS_LUA),
+            pending: Mutex::new(VecDeque::new()),
+            parked: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+            instance: instance_id(),
+            sequence: AtomicU64::new(0),
+            replay_window: config.replay_window,
+            max_pending: config.max_pending,
             target: redact(url),
         })
     }
@@ -382,13 +442,108 @@ impl RedisLimitStore {
         Ok(conn)
     }
 
-    /// Runs the apply script for `ops` on `cells` of `key`.
+    /// Settlements kept because their call failed, waiting to be sent again.
+    #[must_use]
+    pub fn pending_settlements(&self) -> usize {
+        self.parked.load(Ordering::Acquire)
+    }
+
+    /// Settlements given up: older than the replay window when Redis came back, or pushed out
+    /// of a full queue, or refused by Redis as unreadable state.
+    #[must_use]
+    pub fn dropped_settlements(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Sends the kept settlements again, oldest first, until one fails; returns how many were
+    /// sent. Every call of the store does this first when any are kept, so calling it is only
+    /// needed to settle without other traffic.
+    ///
+    /// # Errors
+    ///
+    /// The error of the settlement that failed (it stays kept).
+    pub fn replay_pending(&self) -> Result<usize, LimitError> {
+        // One thread replays at a time; the others go on with their own calls.
+        let Ok(mut pending) = self.pending.try_lock() else { return Ok(0) };
+        let mut sent = 0;
+        while let Some(next) = pending.pop_front() {
+            if std::time::Instant::now() > next.until {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            } else {
+                match self.run(&next.key, next.batch.cells(), next.batch.ops(), next.now, Some(&next.marker)) {
+                    Ok(_) => sent += 1,
+                    Err(LimitError::Corrupt) => {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        pending.push_front(next);
+                        self.parked.store(pending.len(), Ordering::Release);
+                        return Err(e);
+                    }
+                }
+            }
+            self.parked.store(pending.len(), Ordering::Release);
+        }
+        Ok(sent)
+    }
+
+    /// Applies `batch`; a settlement gets a marker, and is kept to be sent again if its call
+    /// fails.
+    fn apply_batch(
+        &self,
+        key: &KeyId,
+        cells: &[CellId],
+        ops: &[LimitOp],
+        now: Timestamp,
+    ) -> Result<Result<Applied, Refused>, LimitError> {
+        if self.parked.load(Ordering::Acquire) > 0 {
+            // Redis answered before this call, or is back: settle what is owed first.
+            let _ = self.replay_pending();
+        }
+        if self.replay_window.is_zero() || !settles(ops) {
+            return self.run(key, cells, ops, now, None);
+        }
+        let marker = format!(
+            "{}:{{{}}}:settled:{:016x}{:x}",
+            self.prefix,
+            key,
+            self.instance,
+            self.sequence.fetch_add(1, Ordering::Relaxed)
+        );
+        let outcome = self.run(key, cells, ops, now, Some(&marker));
+        if let Err(e) = outcome
+            && e != LimitError::Corrupt
+        {
+            self.park(key, cells, ops, now, marker);
+        }
+        outcome
+    }
+
+    fn park(&self, key: &KeyId, cells: &[CellId], ops: &[LimitOp], now: Timestamp, marker: String) {
+        let mut batch = LimitBatch::new();
+        for (cell, op) in cells.iter().zip(ops) {
+            if batch.push(*cell, *op).is_err() {
+                return;
+            }
+        }
+        let until = std::time::Instant::now() + self.replay_window;
+        let mut pending = lock(&self.pending);
+        while pending.len() >= self.max_pending.max(1) {
+            pending.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        pending.push_back(Pending { key: *key, batch, now, marker, until });
+        self.parked.store(pending.len(), Ordering::Release);
+    }
+
+    /// Runs the apply script for `ops` on `cells` of `key`, with a settlement's marker.
     fn run(
         &self,
         key: &KeyId,
         cells: &[CellId],
         ops: &[LimitOp],
         now: Timestamp,
+        marker: Option<&str>,
     ) -> Result<Result<Applied, Refused>, LimitError> {
         let n = cells.len();
         if n == 0 {
@@ -406,6 +561,11 @@ impl RedisLimitStore {
         for op in ops {
             push_op(&mut invocation, op);
         }
+        if let Some(marker) = marker {
+            invocation.key(marker);
+            invocation
+                .arg(u64::try_from(self.replay_window.as_millis()).unwrap_or(MAX_TTL_MILLIS).clamp(1, MAX_TTL_MILLIS));
+        }
         let reply: Value = self.with_connection(|conn| invocation.invoke(conn))?;
         decode(&reply, ops)
     }
@@ -420,6 +580,14 @@ impl fmt::Debug for RedisLimitStore {
             .field("idle_connections", &lock(&self.pool).len())
             .finish_non_exhaustive()
     }
+}
+
+/// A random id for this store, so that settlement markers of different processes never collide.
+fn instance_id() -> u64 {
+    use core::hash::BuildHasher;
+    // Randomly seeded per process (and per call), mixed with the time and the process id.
+    let nanos = Timestamp::now().unix_nanos();
+    std::collections::hash_map::RandomState::new().hash_one((nanos, std::process::id()))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -519,6 +687,9 @@ fn decode(reply: &Value, ops: &[LimitOp]) -> Result<Result<Applied, Refused>, Li
     let expected = match status {
         0 => 1 + n,
         1 => 1 + 2 * n,
+        // A settlement sent again that had been applied: nothing more to do. (Its new values
+        // are not known; nobody waits for them.)
+        3 if items.len() == 1 => return Ok(Ok(Applied::new(values))),
         _ => return Err(LimitError::Corrupt),
     };
     if items.len() != expected {
@@ -646,7 +817,7 @@ impl LimitStore for RedisLimitStore {
 
     /// One round trip: the apply script.
     fn apply(&self, key: &KeyId, batch: &LimitBatch, now: Timestamp) -> Result<Result<Applied, Refused>, LimitError> {
-        self.run(key, batch.cells(), batch.ops(), now)
+        self.apply_batch(key, batch.cells(), batch.ops(), now)
     }
 
     /// The apply script with one cell.
@@ -657,7 +828,7 @@ impl LimitStore for RedisLimitStore {
         op: LimitOp,
         now: Timestamp,
     ) -> Result<Result<u64, Refused>, LimitError> {
-        Ok(self.run(key, &[cell], &[op], now)?.map(|applied| applied.value(0)))
+        Ok(self.apply_batch(key, &[cell], &[op], now)?.map(|applied| applied.value(0)))
     }
 }
 
