@@ -8,11 +8,11 @@ use core::future::Future;
 use core::hash::BuildHasher;
 use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 use foldhash::quality::RandomState;
-use hashbrown::HashTable;
+use hashbrown::{HashMap, HashTable};
 
 use super::{AsyncKeyStore, ListQuery, Page, StoreError};
 use crate::{KeyId, KeyRecord, Lookup};
@@ -63,8 +63,6 @@ impl CacheConfig {
 
 struct Entry {
     lookup: Lookup,
-    /// The id whose change evicts this entry (`None` for an absent opaque digest).
-    id: Option<KeyId>,
     record: Option<Arc<KeyRecord>>,
     expires: Instant,
 }
@@ -86,7 +84,8 @@ type Shard = RwLock<HashTable<Entry>>;
 ///
 /// - **Keys.** Entries are keyed by the [`Lookup`] itself (a kid or an opaque key's digest);
 ///   the hasher is foldhash's randomly seeded one, because kids are chosen by whoever sends a
-///   request. A digest entry also remembers its record's id, so a change to that id evicts it.
+///   request. A side map from id to digest lets a change to an opaque key's id evict its digest
+///   entry; an invalidation touches two entries, whatever the cache's size.
 /// - **Absent keys are cached too**, for [`CacheConfig::negative_ttl`] (short), so a flood of
 ///   unknown kids costs one store read per kid and period, not one per request.
 /// - **Invalidation at once, TTL as the safety net.** [`CachedStore::invalidate`] evicts one
@@ -110,6 +109,8 @@ pub struct CachedStore<S> {
     hasher: RandomState,
     /// Bumped by every invalidation; a fill started under an older generation is dropped.
     generation: AtomicU64,
+    /// The digest entry of each opaque key found by digest, so that a change to its id evicts it.
+    digests: Mutex<HashMap<KeyId, Lookup, RandomState>>,
     config: CacheConfig,
     per_shard: usize,
 }
@@ -127,6 +128,7 @@ impl<S> CachedStore<S> {
             shards: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
             hasher: RandomState::default(),
             generation: AtomicU64::new(0),
+            digests: Mutex::new(HashMap::default()),
             per_shard: config.capacity.div_ceil(SHARDS).max(1),
             config,
         }
@@ -156,10 +158,18 @@ impl<S> CachedStore<S> {
     /// next lookup reads the store. Call it when a change notification names `id`.
     pub fn invalidate(&self, id: &KeyId) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        // A digest entry of this id lives in the shard of its digest, which the id does not
-        // tell: look in every shard (invalidations are rare next to lookups).
-        for shard in &self.shards {
-            shard.write().unwrap_or_else(PoisonError::into_inner).retain(|e| e.id != Some(*id));
+        let digest = self.digests.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+        for lookup in [Some(Lookup::Id(*id)), digest].into_iter().flatten() {
+            self.evict(&lookup);
+        }
+    }
+
+    /// Removes the entry of `lookup`, if any.
+    fn evict(&self, lookup: &Lookup) {
+        let hash = self.hash(lookup);
+        let mut shard = self.shard(hash).write().unwrap_or_else(PoisonError::into_inner);
+        if let Ok(entry) = shard.find_entry(hash, |e| e.lookup == *lookup) {
+            entry.remove();
         }
     }
 
@@ -167,6 +177,7 @@ impl<S> CachedStore<S> {
     /// reconnected).
     pub fn clear(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+        self.digests.lock().unwrap_or_else(PoisonError::into_inner).clear();
         for shard in &self.shards {
             shard.write().unwrap_or_else(PoisonError::into_inner).clear();
         }
@@ -199,6 +210,15 @@ impl<S> CachedStore<S> {
         if ttl.is_zero() {
             return;
         }
+        if let (Lookup::Digest(_), Some(record)) = (lookup, found) {
+            // Registered before the entry is written: an invalidation of this id from now on
+            // finds it, and one that came earlier has bumped the generation checked below.
+            let replaced = self.digests.lock().unwrap_or_else(PoisonError::into_inner).insert(record.id, *lookup);
+            // The key's digest changed (re-digested under a new pepper): its old entry goes.
+            if let Some(old) = replaced.filter(|old| old != lookup) {
+                self.evict(&old);
+            }
+        }
         let hash = self.hash(lookup);
         let mut shard = self.shard(hash).write().unwrap_or_else(PoisonError::into_inner);
         // Checked under the shard's lock: an invalidation after this point waits for the lock
@@ -220,15 +240,7 @@ impl<S> CachedStore<S> {
                 }
             }
         }
-        let entry = Entry {
-            lookup: *lookup,
-            id: found.map(|r| r.id).or(match lookup {
-                Lookup::Id(id) => Some(*id),
-                Lookup::Digest(_) => None,
-            }),
-            record: found.cloned(),
-            expires: now + ttl,
-        };
+        let entry = Entry { lookup: *lookup, record: found.cloned(), expires: now + ttl };
         match shard.find_entry(hash, |e| e.lookup == *lookup) {
             Ok(mut existing) => *existing.get_mut() = entry,
             Err(absent) => {
