@@ -17,8 +17,6 @@
 
 #![cfg(feature = "postgres")]
 
-use alloc::format;
-use alloc::string::String;
 use alloc::sync::Arc;
 use core::future::Future;
 use core::str::FromStr;
@@ -27,8 +25,8 @@ use core::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Executor as _, Row as _};
 
-use super::sql::{self, COLUMNS, MigrationSql, Row, count_param, count_result, error, signed, timed};
-use super::{AsyncKeyStore, ListQuery, MAX_PAGE, Page, StoreError};
+use super::sql::{self, MigrationSql, Row, count_param, count_result, error, signed, timed};
+use super::{ListQuery, MAX_PAGE, Page, StoreError};
 use crate::{KeyId, KeyRecord, Lookup};
 
 /// The schema, version by version (`migrations/postgres/`).
@@ -47,7 +45,7 @@ const PING_AFTER: Duration = Duration::from_secs(30);
 /// Key records in PostgreSQL; the schema is brought up to date on connect.
 ///
 /// One row per key in the table `keygate_keys` (in the connection's `search_path` schema);
-/// [`replace`](AsyncKeyStore::replace) is one `UPDATE … WHERE id = $1 AND revision = $n`.
+/// [`replace`](crate::AsyncKeyStore::replace) is one `UPDATE … WHERE id = $1 AND revision = $n`.
 /// Every call fails with [`StoreError::Timeout`] past
 /// [`SqlConfig::timeout`](sql::SqlConfig::timeout); a unique id or opaque digest taken is
 /// [`StoreError::Conflict`], a row that is not a valid record [`StoreError::Corrupt`], any other
@@ -74,41 +72,7 @@ pub struct PostgresStore {
     pool: PgPool,
     options: PgConnectOptions,
     config: sql::SqlConfig,
-    queries: Arc<Queries>,
-}
-
-/// The statements, built once.
-struct Queries {
-    by_id: String,
-    by_digest: String,
-    insert: String,
-    replace: String,
-    delete: String,
-    page_all: String,
-    page_team: String,
-}
-
-impl Queries {
-    fn new() -> Self {
-        Self {
-            by_id: format!("SELECT {COLUMNS} FROM keygate_keys WHERE id = $1"),
-            by_digest: format!("SELECT {COLUMNS} FROM keygate_keys WHERE shape = 'opaque' AND digest = $1"),
-            insert: format!("INSERT INTO keygate_keys ({COLUMNS}) VALUES ({})", sql::values_clause('$')),
-            replace: format!(
-                "UPDATE keygate_keys SET {} WHERE id = $1 AND revision = ${}",
-                sql::set_clause('$'),
-                sql::COLUMN_COUNT + 1
-            ),
-            delete: format!("DELETE FROM keygate_keys WHERE id = $1 RETURNING {COLUMNS}"),
-            page_all: format!(
-                "SELECT {COLUMNS} FROM keygate_keys ORDER BY created_at, length(id), id LIMIT $1 OFFSET $2"
-            ),
-            page_team: format!(
-                "SELECT {COLUMNS} FROM keygate_keys WHERE team_id = $3 \
-                 ORDER BY created_at, length(id), id LIMIT $1 OFFSET $2"
-            ),
-        }
-    }
+    queries: Arc<sql::Queries>,
 }
 
 impl PostgresStore {
@@ -140,7 +104,7 @@ impl PostgresStore {
             Ok(())
         };
         timed(config.open_timeout, migrate).await?;
-        Ok(Self { pool, options, config, queries: Arc::new(Queries::new()) })
+        Ok(Self { pool, options, config, queries: Arc::new(sql::Queries::new('$')) })
     }
 
     /// The connection pool, for queries of your own.
@@ -177,32 +141,6 @@ impl PostgresStore {
             backoff: BACKOFF_MIN,
         })
     }
-
-    async fn fetch_one_record(&self, statement: &str, param: BindOne) -> Result<Option<KeyRecord>, StoreError> {
-        let q = sqlx::query(statement);
-        let q = match param {
-            BindOne::Text(s) => q.bind(s),
-            BindOne::Bytes(b) => q.bind(b),
-        };
-        let row = q.fetch_optional(&self.pool).await.map_err(error)?;
-        row.map(|row| Row::read(&row)?.decode()).transpose()
-    }
-
-    /// Why a compare-and-swap updated nothing: no such key, or its revision moved on.
-    async fn missing_or_conflict(&self, id: &KeyId) -> StoreError {
-        let found =
-            sqlx::query("SELECT 1 FROM keygate_keys WHERE id = $1").bind(id.as_str()).fetch_optional(&self.pool).await;
-        match found {
-            Ok(None) => StoreError::NotFound,
-            Ok(Some(_)) => StoreError::Conflict,
-            Err(e) => error(e),
-        }
-    }
-}
-
-enum BindOne {
-    Text(String),
-    Bytes(alloc::vec::Vec<u8>),
 }
 
 /// Host, port, database and user: never the password.
@@ -229,98 +167,12 @@ impl core::fmt::Debug for PostgresStore {
     }
 }
 
-impl AsyncKeyStore for PostgresStore {
-    fn lookup(&self, lookup: &Lookup) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        let (statement, param) = match lookup {
-            Lookup::Id(id) => (&self.queries.by_id, BindOne::Text(id.as_str().into())),
-            Lookup::Digest(d) => (&self.queries.by_digest, BindOne::Bytes(d.bytes.to_vec())),
-        };
-        timed(self.config.timeout, async move { Ok(self.fetch_one_record(statement, param).await?.map(Arc::new)) })
-    }
+sql::key_store!(PostgresStore);
 
-    fn insert(&self, record: KeyRecord) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send {
-        timed(self.config.timeout, async move {
-            let row = Row::encode(&record)?;
-            row.bind(sqlx::query(&self.queries.insert)).execute(&self.pool).await.map_err(error)?;
-            Ok(Arc::new(record))
-        })
-    }
-
-    fn replace(
-        &self,
-        expected_revision: u64,
-        mut record: KeyRecord,
-    ) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send {
-        timed(self.config.timeout, async move {
-            let Some(next) = expected_revision.checked_add(1) else {
-                return Err(self.missing_or_conflict(&record.id).await);
-            };
-            record.revision = next;
-            let row = Row::encode(&record)?;
-            let done = row
-                .bind(sqlx::query(&self.queries.replace))
-                .bind(signed(expected_revision))
-                .execute(&self.pool)
-                .await
-                .map_err(error)?;
-            if done.rows_affected() == 1 {
-                Ok(Arc::new(record))
-            } else {
-                Err(self.missing_or_conflict(&record.id).await)
-            }
-        })
-    }
-
-    fn delete(&self, id: &KeyId) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send {
-        let id = *id;
-        timed(self.config.timeout, async move {
-            // In a transaction: a row that does not decode stays where it is (nothing changes
-            // when the call fails).
-            let mut tx = self.pool.begin().await.map_err(error)?;
-            let row = sqlx::query(&self.queries.delete)
-                .bind(id.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(error)?
-                .ok_or(StoreError::NotFound)?;
-            let record = Row::read(&row)?.decode()?;
-            tx.commit().await.map_err(error)?;
-            Ok(Arc::new(record))
-        })
-    }
-
-    fn list(&self, query: &ListQuery) -> impl Future<Output = Result<Page, StoreError>> + Send {
-        let team = query.team_id.clone();
-        let limit = count_param(query.limit.clamp(1, MAX_PAGE));
-        let offset = count_param(query.offset);
-        timed(self.config.timeout, async move {
-            // One snapshot for the page and the total.
-            let mut tx =
-                self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await.map_err(error)?;
-            let total: i64 = match &team {
-                None => sqlx::query("SELECT COUNT(*) FROM keygate_keys").fetch_one(&mut *tx).await,
-                Some(team) => {
-                    sqlx::query("SELECT COUNT(*) FROM keygate_keys WHERE team_id = $1")
-                        .bind(team)
-                        .fetch_one(&mut *tx)
-                        .await
-                }
-            }
-            .map_err(error)?
-            .try_get(0)
-            .map_err(error)?;
-            let rows = match &team {
-                None => sqlx::query(&self.queries.page_all).bind(limit).bind(offset).fetch_all(&mut *tx).await,
-                Some(team) => {
-                    sqlx::query(&self.queries.page_team).bind(limit).bind(offset).bind(team).fetch_all(&mut *tx).await
-                }
-            }
-            .map_err(error)?;
-            tx.commit().await.map_err(error)?;
-            let records =
-                rows.iter().map(|row| Row::read(row)?.decode().map(Arc::new)).collect::<Result<_, StoreError>>()?;
-            Ok(Page { records, total: count_result(total)? })
-        })
+impl PostgresStore {
+    /// A read-only transaction at repeatable read: every read in it sees one snapshot.
+    async fn snapshot(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await
     }
 }
 

@@ -59,6 +59,7 @@
 #![cfg(any(feature = "sqlite", feature = "postgres"))]
 
 use alloc::borrow::Cow;
+use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::future::Future;
@@ -487,6 +488,187 @@ pub(super) fn set_clause(sigil: char) -> String {
 pub(super) fn values_clause(sigil: char) -> String {
     (1..=COLUMN_COUNT).map(|i| alloc::format!("{sigil}{i}")).collect::<Vec<_>>().join(", ")
 }
+
+/// The statements of one SQL dialect, whose placeholders are `<sigil><n>` (`?1` for SQLite, `$1`
+/// for PostgreSQL), built once per store.
+pub(super) struct Queries {
+    pub(super) by_id: String,
+    pub(super) by_digest: String,
+    pub(super) insert: String,
+    pub(super) replace: String,
+    pub(super) delete: String,
+    pub(super) exists: String,
+    pub(super) count_all: String,
+    pub(super) count_team: String,
+    pub(super) page_all: String,
+    pub(super) page_team: String,
+}
+
+impl Queries {
+    pub(super) fn new(sigil: char) -> Self {
+        const ORDER: &str = "ORDER BY created_at, length(id), id";
+        Self {
+            by_id: format!("SELECT {COLUMNS} FROM keygate_keys WHERE id = {sigil}1"),
+            by_digest: format!("SELECT {COLUMNS} FROM keygate_keys WHERE shape = 'opaque' AND digest = {sigil}1"),
+            insert: format!("INSERT INTO keygate_keys ({COLUMNS}) VALUES ({})", values_clause(sigil)),
+            replace: format!(
+                "UPDATE keygate_keys SET {} WHERE id = {sigil}1 AND revision = {sigil}{}",
+                set_clause(sigil),
+                COLUMN_COUNT + 1
+            ),
+            delete: format!("DELETE FROM keygate_keys WHERE id = {sigil}1 RETURNING {COLUMNS}"),
+            exists: format!("SELECT 1 FROM keygate_keys WHERE id = {sigil}1"),
+            count_all: String::from("SELECT COUNT(*) FROM keygate_keys"),
+            count_team: format!("SELECT COUNT(*) FROM keygate_keys WHERE team_id = {sigil}1"),
+            page_all: format!("SELECT {COLUMNS} FROM keygate_keys {ORDER} LIMIT {sigil}1 OFFSET {sigil}2"),
+            page_team: format!(
+                "SELECT {COLUMNS} FROM keygate_keys WHERE team_id = {sigil}3 {ORDER} LIMIT {sigil}1 OFFSET {sigil}2"
+            ),
+        }
+    }
+}
+
+/// The one parameter of a lookup.
+pub(super) enum BindOne {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+/// `AsyncKeyStore` for a SQL store, the same for every engine: the store type has `pool`,
+/// `config` and `queries` fields and a `snapshot()` method beginning a read transaction whose
+/// reads all see one snapshot (the listing's page and total).
+macro_rules! key_store {
+    ($store:ident) => {
+        impl $store {
+            async fn fetch_one_record(
+                &self,
+                statement: &str,
+                param: sql::BindOne,
+            ) -> Result<Option<KeyRecord>, StoreError> {
+                let q = sqlx::query(statement);
+                let q = match param {
+                    sql::BindOne::Text(s) => q.bind(s),
+                    sql::BindOne::Bytes(b) => q.bind(b),
+                };
+                let row = q.fetch_optional(&self.pool).await.map_err(error)?;
+                row.map(|row| Row::read(&row)?.decode()).transpose()
+            }
+
+            /// Why a compare-and-swap updated nothing: no such key, or its revision moved on.
+            async fn missing_or_conflict(&self, id: &KeyId) -> StoreError {
+                let found = sqlx::query(&self.queries.exists).bind(id.as_str()).fetch_optional(&self.pool).await;
+                match found {
+                    Ok(None) => StoreError::NotFound,
+                    Ok(Some(_)) => StoreError::Conflict,
+                    Err(e) => error(e),
+                }
+            }
+        }
+
+        impl $crate::store::AsyncKeyStore for $store {
+            fn lookup(
+                &self,
+                lookup: &Lookup,
+            ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+                let (statement, param) = match lookup {
+                    Lookup::Id(id) => (&self.queries.by_id, sql::BindOne::Text(id.as_str().into())),
+                    Lookup::Digest(d) => (&self.queries.by_digest, sql::BindOne::Bytes(d.bytes.to_vec())),
+                };
+                timed(
+                    self.config.timeout,
+                    async move { Ok(self.fetch_one_record(statement, param).await?.map(Arc::new)) },
+                )
+            }
+
+            fn insert(&self, record: KeyRecord) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send {
+                timed(self.config.timeout, async move {
+                    let row = Row::encode(&record)?;
+                    row.bind(sqlx::query(&self.queries.insert)).execute(&self.pool).await.map_err(error)?;
+                    Ok(Arc::new(record))
+                })
+            }
+
+            fn replace(
+                &self,
+                expected_revision: u64,
+                mut record: KeyRecord,
+            ) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send {
+                timed(self.config.timeout, async move {
+                    let Some(next) = expected_revision.checked_add(1) else {
+                        return Err(self.missing_or_conflict(&record.id).await);
+                    };
+                    record.revision = next;
+                    let row = Row::encode(&record)?;
+                    let done = row
+                        .bind(sqlx::query(&self.queries.replace))
+                        .bind(signed(expected_revision))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(error)?;
+                    if done.rows_affected() == 1 {
+                        Ok(Arc::new(record))
+                    } else {
+                        Err(self.missing_or_conflict(&record.id).await)
+                    }
+                })
+            }
+
+            fn delete(&self, id: &KeyId) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send {
+                let id = *id;
+                timed(self.config.timeout, async move {
+                    // In a transaction: a row that does not decode stays where it is (nothing changes
+                    // when the call fails).
+                    let mut tx = self.pool.begin().await.map_err(error)?;
+                    let row = sqlx::query(&self.queries.delete)
+                        .bind(id.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(error)?
+                        .ok_or(StoreError::NotFound)?;
+                    let record = Row::read(&row)?.decode()?;
+                    tx.commit().await.map_err(error)?;
+                    Ok(Arc::new(record))
+                })
+            }
+
+            fn list(&self, query: &ListQuery) -> impl Future<Output = Result<Page, StoreError>> + Send {
+                let team = query.team_id.clone();
+                let limit = count_param(query.limit.clamp(1, MAX_PAGE));
+                let offset = count_param(query.offset);
+                timed(self.config.timeout, async move {
+                    // One snapshot for the page and the total.
+                    let mut tx = self.snapshot().await.map_err(error)?;
+                    let total: i64 = match &team {
+                        None => sqlx::query(&self.queries.count_all).fetch_one(&mut *tx).await,
+                        Some(team) => sqlx::query(&self.queries.count_team).bind(team).fetch_one(&mut *tx).await,
+                    }
+                    .map_err(error)?
+                    .try_get(0)
+                    .map_err(error)?;
+                    let rows = match &team {
+                        None => sqlx::query(&self.queries.page_all).bind(limit).bind(offset).fetch_all(&mut *tx).await,
+                        Some(team) => {
+                            sqlx::query(&self.queries.page_team)
+                                .bind(limit)
+                                .bind(offset)
+                                .bind(team)
+                                .fetch_all(&mut *tx)
+                                .await
+                        }
+                    }
+                    .map_err(error)?;
+                    tx.commit().await.map_err(error)?;
+                    let records = rows
+                        .iter()
+                        .map(|row| Row::read(row)?.decode().map(Arc::new))
+                        .collect::<Result<_, StoreError>>()?;
+                    Ok(Page { records, total: count_result(total)? })
+                })
+            }
+        }
+    };
+}
+pub(super) use key_store;
 
 #[cfg(test)]
 mod tests {
