@@ -5,7 +5,8 @@
 //! caller (Caller: team, scopes, kind) + request (CreateKey, ListKeys, UpdateKey, RotateKey) + now
 //!   ──► rules: check_create / plan_create, plan_list, check_get, plan_update, check_delete,
 //!       plan_rotation   (pure: existing records in, records to write out, or a ManageError)
-//!   ──► a driver: Manager over a KeyStore (sync; compare-and-swap with bounded retries)
+//!   ──► a driver: Manager over a KeyStore, or an AsyncKeyStore with the `_async` methods
+//!       (one implementation; compare-and-swap with bounded retries)
 //!   ──► JSON: CreateKey::from_json ..., KeyView, KeyResponse, KeyListResponse, ErrorResponse
 //!   ──► HTTP: Manager::handle(caller, ManageRequest, now, rng) ──► ManageResponse {status, body}
 //! ```
@@ -31,8 +32,10 @@
 //!   earlier). [`LastUsed`] records when keys are used, so an operator can see
 //!   the old key go idle before revoking it.
 //!
-//! An asynchronous store reuses the rules: read the record, call the `plan_*` function, write
-//! what it returns.
+//! The operations are written once as `async fn`s over the store: over an
+//! [`AsyncKeyStore`](crate::AsyncKeyStore) they are awaited (`Manager::create_async`, ...,
+//! `Manager::handle_async`); over a [`KeyStore`](crate::KeyStore), whose calls return at once,
+//! the synchronous methods complete them in a single poll, without an executor.
 
 #![cfg(feature = "alloc")]
 
