@@ -37,7 +37,9 @@
 //! a lock: [`StoreError::Timeout`]. The driver's errors stay opaque: a unique violation is
 //! [`StoreError::Conflict`]; a column that does not decode is [`StoreError::Corrupt`]; anything
 //! else (connection refused or lost, no connection free within `acquire_timeout`, a database
-//! error) is [`StoreError::Unavailable`]. The stores need a Tokio runtime with its time driver
+//! error) is [`StoreError::Unavailable`]. A write that timed out has an unknown outcome, as with
+//! any database client: the statement may still commit after the caller stopped waiting (read
+//! the record again before retrying). The stores need a Tokio runtime with its time driver
 //! (`#[tokio::main]` has one).
 //!
 //! **Migrations.** The SQL under `migrations/sqlite/` and `migrations/postgres/` is compiled

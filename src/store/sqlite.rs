@@ -12,6 +12,7 @@
 use alloc::sync::Arc;
 use core::future::Future;
 use core::str::FromStr;
+use core::time::Duration;
 use std::path::PathBuf;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
@@ -92,7 +93,16 @@ impl SqliteStore {
             pool = pool.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
         }
         let open = async {
-            let pool = pool.connect_with(options).await.map_err(error)?;
+            // Switching a new file to WAL needs the exclusive lock; when two processes open the
+            // same new file at once, SQLite answers one of them "busy" at once (it does not wait:
+            // waiting could deadlock), so the open tries again until `open_timeout`.
+            let pool = loop {
+                match pool.clone().connect_with(options.clone()).await {
+                    Ok(pool) => break pool,
+                    Err(e) if is_busy(&e) => tokio::time::sleep(BUSY_RETRY).await,
+                    Err(e) => return Err(error(e)),
+                }
+            };
             let mut conn = pool.acquire().await.map_err(error)?;
             // One writer at a time from here to the commit: a second process opening the file
             // waits (busy timeout) and then finds the migrations applied.
@@ -122,6 +132,17 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// How long an open waits before trying again when SQLite says the file is busy.
+const BUSY_RETRY: Duration = Duration::from_millis(10);
+
+/// Whether SQLite refused because another connection held a lock (`SQLITE_BUSY`, with any of
+/// its extended codes).
+fn is_busy(e: &sqlx::Error) -> bool {
+    const SQLITE_BUSY: i32 = 5;
+    matches!(e, sqlx::Error::Database(db)
+        if db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == SQLITE_BUSY))
 }
 
 impl core::fmt::Debug for SqliteStore {
