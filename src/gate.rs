@@ -282,7 +282,7 @@ impl Clock {
     #[inline]
     fn start<E: EventSink>(events: &E) -> Self {
         #[cfg(feature = "std")]
-        return Self(events.enabled().then(std::time::Instant::now));
+        return Self((events.enabled() && events.timed()).then(std::time::Instant::now));
         #[cfg(not(feature = "std"))]
         {
             let _ = events;

@@ -203,3 +203,38 @@ fn usage_stats_count_per_key_and_period() {
     let tomorrow = stats.get(&id, NOW.saturating_add(Duration::from_secs(86_400))).unwrap();
     assert_eq!((tomorrow.day.requests, tomorrow.month.requests), (0, 3));
 }
+
+/// A sink that says it does not read latency gets none (the gate reads no clock for it); paired
+/// with a sink that does, both get it.
+#[test]
+fn untimed_sinks_get_no_latency() {
+    #[derive(Default)]
+    struct Untimed(Mutex<Vec<Option<Duration>>>);
+    impl EventSink for Untimed {
+        fn decision(&self, e: &DecisionEvent<'_>) {
+            self.0.lock().unwrap().push(e.latency);
+        }
+        fn timed(&self) -> bool {
+            false
+        }
+    }
+    let verifier = Verifier::new(
+        SelectorFormat::new("aistats").unwrap(),
+        Peppers::new(Pepper::new(PepperId(1), &[4; 32]).unwrap()),
+    );
+    let untimed = Arc::new(Untimed::default());
+    let recorder = Arc::new(Recorder::default());
+    let alone = Gate::new(verifier.clone(), MemoryStore::new(), Limiter::new(MemoryLimitStore::new()))
+        .with_events(Arc::clone(&untimed));
+    let both = Gate::new(verifier, MemoryStore::new(), Limiter::new(MemoryLimitStore::new()))
+        .with_events((Arc::clone(&untimed), Arc::clone(&recorder)));
+    let attrs = RequestAttrs::new();
+    assert!(alone.check(None, &attrs, LimitRequest::new(), NOW).is_err());
+    assert!(both.check(None, &attrs, LimitRequest::new(), NOW).is_err());
+    let seen = untimed.0.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert!(seen[0].is_none(), "alone, an untimed sink gets no latency");
+    assert!(seen[1].is_some(), "paired with a timed sink, the latency is measured");
+    assert!(recorder.decisions.lock().unwrap()[0].contains("latency=true"));
+    assert!(!UsageStats::new().timed());
+}

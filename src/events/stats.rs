@@ -2,10 +2,10 @@
 
 use alloc::vec::Vec;
 use core::hash::BuildHasher;
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use foldhash::quality::RandomState;
+use hashbrown::HashTable;
 
 use super::{DecisionEvent, EventSink, UsageEvent};
 use crate::{DenialCode, KeyId, SpendPeriod, Timestamp};
@@ -26,6 +26,9 @@ pub struct PeriodUsage {
     pub tokens: u64,
     /// Spend in micro-units.
     pub spend_micros: u64,
+    /// When the period ends (the next one's start); a check inside `start..end` needs no
+    /// calendar arithmetic.
+    end: Timestamp,
 }
 
 impl PeriodUsage {
@@ -40,11 +43,20 @@ impl PeriodUsage {
         DenialCode::ALL.iter().position(|c| *c == code).map_or(0, |i| self.denials[i])
     }
 
+    #[inline]
     fn roll(&mut self, period: SpendPeriod, now: Timestamp) {
-        let (start, _) = period.bounds(now);
+        if now < self.start || now >= self.end {
+            self.roll_to(period, now);
+        }
+    }
+
+    #[cold]
+    fn roll_to(&mut self, period: SpendPeriod, now: Timestamp) {
+        let (start, end) = period.bounds(now);
         if self.start != start {
             *self = Self { start, ..Self::default() };
         }
+        self.end = end;
     }
 }
 
@@ -85,7 +97,7 @@ impl KeyUsage {
 /// # Ok::<(), keygate::InvalidKeyId>(())
 /// ```
 pub struct UsageStats {
-    shards: Vec<Mutex<HashMap<KeyId, KeyUsage>>>,
+    shards: Vec<Mutex<HashTable<(KeyId, KeyUsage)>>>,
     hasher: RandomState,
 }
 
@@ -93,30 +105,47 @@ impl UsageStats {
     /// Empty counters.
     #[must_use]
     pub fn new() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), hasher: RandomState::default() }
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(), hasher: RandomState::default() }
     }
 
-    fn with<T>(&self, key: &KeyId, f: impl FnOnce(&mut HashMap<KeyId, KeyUsage>) -> T) -> T {
-        #[allow(clippy::cast_possible_truncation)] // modulo a small count
-        let shard = (self.hasher.hash_one(key.as_bytes()) % SHARDS as u64) as usize;
-        let mut map = self.shards[shard].lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut map)
+    /// The key's hash, and its shard (picked by the hash's top bits), locked.
+    fn shard(&self, key: &KeyId) -> (u64, MutexGuard<'_, HashTable<(KeyId, KeyUsage)>>) {
+        let hash = self.hasher.hash_one(key);
+        #[allow(clippy::cast_possible_truncation)] // the top bits of a u64, below SHARDS
+        let shard = (hash >> (64 - SHARDS.trailing_zeros())) as usize;
+        (hash, self.shards[shard].lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Runs `f` on the key's usage under its shard's lock, creating it if `create`. The key is
+    /// hashed once: the top bits pick the shard, the table probes with the same hash.
+    fn with<T>(&self, key: &KeyId, create: bool, f: impl FnOnce(&mut KeyUsage) -> T) -> Option<T> {
+        let (hash, mut table) = self.shard(key);
+        if let Some((_, usage)) = table.find_mut(hash, |(k, _)| k == key) {
+            return Some(f(usage));
+        }
+        if !create {
+            return None;
+        }
+        let hasher = &self.hasher;
+        let entry = table.insert_unique(hash, (*key, KeyUsage::default()), |(k, _)| hasher.hash_one(k));
+        Some(f(&mut entry.into_mut().1))
     }
 
     /// The key's usage as of `now` (periods that ended read as empty), if it was ever seen.
     #[must_use]
     pub fn get(&self, key: &KeyId, now: Timestamp) -> Option<KeyUsage> {
-        self.with(key, |map| {
-            map.get_mut(key).map(|usage| {
-                let _ = usage.periods(now);
-                *usage
-            })
+        self.with(key, false, |usage| {
+            let _ = usage.periods(now);
+            *usage
         })
     }
 
     /// Forgets a key (when it is deleted).
     pub fn forget(&self, key: &KeyId) {
-        self.with(key, |map| map.remove(key));
+        let (hash, mut table) = self.shard(key);
+        if let Ok(entry) = table.find_entry(hash, |(k, _)| k == key) {
+            entry.remove();
+        }
     }
 }
 
@@ -136,8 +165,7 @@ impl EventSink for UsageStats {
     fn decision(&self, event: &DecisionEvent<'_>) {
         let Some(key) = event.key.filter(|_| event.verified) else { return };
         let code = event.code.and_then(|code| DenialCode::ALL.iter().position(|c| *c == code));
-        self.with(&key, |map| {
-            let usage = map.entry(key).or_default();
+        self.with(&key, true, |usage| {
             for period in usage.periods(event.at) {
                 match code {
                     Some(i) => period.denials[i] += 1,
@@ -151,12 +179,16 @@ impl EventSink for UsageStats {
     }
 
     fn usage(&self, event: &UsageEvent<'_>) {
-        self.with(&event.key, |map| {
-            let usage = map.entry(event.key).or_default();
+        self.with(&event.key, true, |usage| {
             for period in usage.periods(event.at) {
                 period.tokens = period.tokens.saturating_add(u64::from(event.tokens));
                 period.spend_micros = period.spend_micros.saturating_add(event.spend_micros);
             }
         });
+    }
+
+    /// Counters do not read the check's latency: no clock is read for them.
+    fn timed(&self) -> bool {
+        false
     }
 }
