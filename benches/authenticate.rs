@@ -16,9 +16,9 @@ use criterion::Criterion;
 use hmac::{KeyInit, Mac};
 use keygate::events::UsageStats;
 use keygate::{
-    DirectLimiter, Gate, Gcra, KeyKind, KeyRecord, KeyStore, LimitRequest, Limiter, MemoryLimitStore, MemoryStore,
-    ModelAllowlist, Pepper, PepperId, Peppers, RequestAttrs, RequiredScopes, Scopes, SelectorFormat, Timestamp,
-    Verifier, authorize,
+    DirectLimiter, Gate, Gcra, KeyId, KeyKind, KeyRecord, KeyStore, LimitRequest, Limiter, Lookup, MemoryLimitStore,
+    MemoryStore, ModelAllowlist, Pepper, PepperId, Peppers, RequestAttrs, RequiredScopes, Scopes, SelectorFormat,
+    Timestamp, Verifier, authorize,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -51,6 +51,17 @@ fn main() {
         store.insert(record).unwrap();
     }
     let bytes_per_key = (support::LIVE_BYTES.load(Relaxed) - before) / KEYS;
+    // The floor under any store: the same 1M records in a plain map, read with no lock and no
+    // reference count, which no store shared between threads can offer. A yardstick, not a store.
+    let mut unsynchronised: hashbrown::HashMap<KeyId, KeyRecord, foldhash::quality::RandomState> =
+        hashbrown::HashMap::with_capacity_and_hasher(KEYS, foldhash::quality::RandomState::default());
+    let mut again = ChaCha20Rng::from_seed([1; 32]);
+    for i in 0..KEYS {
+        let (_, mut record) = verifier.issue(&mut again, KeyKind::STANDARD, now).unwrap();
+        record.name = format!("key-{i}");
+        unsynchronised.insert(record.id, record);
+    }
+    assert_eq!(unsynchronised.len(), KEYS);
 
     let parsed = verifier.parse(&token).unwrap();
     let lookup = verifier.lookup(&parsed);
@@ -120,6 +131,16 @@ fn main() {
         b.iter_custom(|n| {
             paired.measure("authenticate_memory_store_1m", n, || {
                 keep(verifier.authenticate(&store, black_box(&token), now).is_ok());
+            })
+        })
+    });
+    g.bench_function("floor_parse_unsynchronised_map_verify_1m", |b| {
+        b.iter_custom(|n| {
+            paired.measure("floor_parse_unsynchronised_map_verify_1m", n, || {
+                let key = verifier.parse(black_box(&token)).unwrap();
+                let lookup = verifier.lookup(&key);
+                let Lookup::Id(id) = &lookup else { unreachable!("a selector key") };
+                keep(verifier.verify(&key, &lookup, unsynchronised.get(id), now).is_ok());
             })
         })
     });
@@ -225,6 +246,11 @@ fn main() {
     row("verify_miss_unknown_kid", paired.ratio("verify_miss_unknown_kid"), "");
     row("verify_wrong_secret", paired.ratio("verify_wrong_secret"), "");
     row("authenticate_memory_store_1m", paired.ratio("authenticate_memory_store_1m"), "<= 1.2x");
+    row(
+        "floor_parse_unsynchronised_map_verify_1m",
+        paired.ratio("floor_parse_unsynchronised_map_verify_1m"),
+        "(no lock, no refcount: the floor)",
+    );
     row("authenticate_policy_memory_store_1m", paired.ratio("authenticate_policy_memory_store_1m"), "<= 1.2x");
     row("limit_check_memory_store", paired.ratio("limit_check_memory_store"), "");
     row("authenticate_limit_memory_store_1m", paired.ratio("authenticate_limit_memory_store_1m"), "<= 1.2x");
