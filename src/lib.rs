@@ -2,6 +2,9 @@
 #![no_std]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// Without `std` (or `alloc`) the items that need it are absent, and the docs that name them
+// render those names as plain text instead of links.
+#![cfg_attr(not(feature = "std"), allow(rustdoc::broken_intra_doc_links))]
 
 #[cfg(any(feature = "alloc", test))]
 extern crate alloc;
