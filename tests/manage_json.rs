@@ -495,7 +495,9 @@ fn the_full_key_appears_only_in_the_create_response() {
     let v: Value = serde_json::from_str(&created).unwrap();
     let (id, token) = (v["key"]["id"].as_str().unwrap().to_owned(), v["key"]["key"].as_str().unwrap().to_owned());
     assert!(token.starts_with(v["key"]["prefix"].as_str().unwrap()) && token.len() > 60);
-    let secret = token.rsplit('_').next().unwrap().to_owned();
+    // Everything after `{prefix}_` (the secret's alphabet has `_`, so not the last `_`'s tail).
+    let secret = token[v["key"]["prefix"].as_str().unwrap().len() + 1..].to_owned();
+    assert_eq!(secret.len(), 43);
     s.seen.clear();
 
     // Everything else a client can do, including sending the key back in every place.
