@@ -109,6 +109,23 @@ pub trait KeyStore {
     /// A [`StoreError`] if the backend fails; the caller then fails closed.
     fn lookup(&self, lookup: &Lookup) -> Result<Option<Arc<KeyRecord>>, StoreError>;
 
+    /// Finds the record of a presented kid as verification wants it: like
+    /// `lookup(&Lookup::Id(*id))`, except that a store may answer a kid it does not hold with a
+    /// *stand-in*, another of its records read the way a hit reads its own, so that a miss
+    /// costs what a hit costs and the time taken does not tell which kids exist.
+    ///
+    /// Verification accepts a record only if its id is the kid presented, so a stand-in is
+    /// compared against and always rejected (`invalid_api_key`). Only verification should call
+    /// this; everything else wants [`KeyStore::lookup`] or [`KeyStore::get`]. The default is the
+    /// plain lookup; [`MemoryStore`](crate::MemoryStore) answers misses with stand-ins.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] if the backend fails; the caller then fails closed.
+    fn lookup_kid_or_stand_in(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        self.lookup(&Lookup::Id(*id))
+    }
+
     /// Finds a record by id, whatever its shape.
     ///
     /// # Errors
@@ -156,6 +173,9 @@ macro_rules! forward_key_store {
         impl<S: KeyStore + ?Sized> KeyStore for $ty {
             fn lookup(&self, lookup: &Lookup) -> Result<Option<Arc<KeyRecord>>, StoreError> {
                 (**self).lookup(lookup)
+            }
+            fn lookup_kid_or_stand_in(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+                (**self).lookup_kid_or_stand_in(id)
             }
             fn get(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
                 (**self).get(id)

@@ -114,6 +114,68 @@ proptest! {
     }
 }
 
+/// A kid the store holds comes back as its own record; any other kid as a stand-in, a live
+/// record of the store (or nothing from an empty shard), never a removed one.
+#[test]
+fn misses_on_a_kid_answer_with_a_live_stand_in() {
+    let store = MemoryStore::new();
+    let unknown = |n: u64| KeyId::new(&format!("unknown{n:09}")).unwrap();
+    assert!(store.lookup_kid_or_stand_in(&unknown(1)).unwrap().is_none(), "an empty store has no stand-in");
+    for n in 0..2_000 {
+        store.insert(record(n, if n % 5 == 0 { KeyShape::Opaque } else { KeyShape::Selector }, None)).unwrap();
+    }
+    for n in 0..2_000 {
+        let r = record(n, KeyShape::Selector, None);
+        assert_eq!(store.lookup_kid_or_stand_in(&r.id).unwrap().map(|f| f.id), Some(r.id));
+    }
+    let mut stand_ins = BTreeSet::new();
+    for n in 0..2_000 {
+        let stand_in = store.lookup_kid_or_stand_in(&unknown(n)).unwrap().expect("every shard holds records");
+        assert_ne!(stand_in.id, unknown(n));
+        assert_eq!(store.get(&stand_in.id).unwrap().as_deref(), Some(&*stand_in), "a live record");
+        // The plain lookup still says the kid is not there.
+        assert!(store.lookup(&Lookup::Id(unknown(n))).unwrap().is_none());
+        stand_ins.insert(stand_in.id);
+    }
+    // Stand-ins spread over the store rather than repeating a few records.
+    assert!(stand_ins.len() > 1_000, "{} distinct stand-ins", stand_ins.len());
+}
+
+proptest! {
+    /// Through inserts, replacements and deletes in any order, every held kid finds itself,
+    /// a removed kid finds only live stand-ins, and the count stays right.
+    #[test]
+    fn stand_ins_follow_every_change(ops in proptest::collection::vec((0u64..60, 0u8..3), 1..300)) {
+        let store = MemoryStore::new();
+        let mut live = BTreeSet::new();
+        for (n, op) in ops {
+            let r = record(n, KeyShape::Selector, None);
+            match op {
+                0 => { if store.insert(r).is_ok() { live.insert(n); } }
+                1 => if let Some(old) = store.get(&r.id).unwrap() {
+                    let mut changed = KeyRecord::clone(&old);
+                    changed.name = format!("renamed-{n}");
+                    store.replace(old.revision, changed).unwrap();
+                }
+                _ => { if store.delete(&r.id).is_ok() { live.remove(&n); } }
+            }
+        }
+        prop_assert_eq!(store.len(), live.len());
+        for n in 0..60 {
+            let id = record(n, KeyShape::Selector, None).id;
+            let found = store.lookup_kid_or_stand_in(&id).unwrap();
+            if live.contains(&n) {
+                let found = found.unwrap();
+                prop_assert_eq!(found.id, id);
+                prop_assert_eq!(Some(found), store.get(&id).unwrap());
+            } else if let Some(stand_in) = found {
+                prop_assert_ne!(stand_in.id, id);
+                prop_assert_eq!(Some(stand_in.clone()), store.get(&stand_in.id).unwrap());
+            }
+        }
+    }
+}
+
 #[test]
 fn readers_see_a_revocation_once_it_returns() {
     let store = MemoryStore::new();

@@ -74,6 +74,38 @@ fn unknown_kid_wrong_secret_and_wrong_kind_are_all_invalid() {
     }
 }
 
+/// A miss in the memory store comes back as a stand-in, another stored record. Verification
+/// must reject it even when the presented secret is that record's own: the kid decides.
+#[test]
+fn an_unknown_kid_is_invalid_even_with_its_stand_ins_secret() {
+    let v = verifier(Peppers::new(pepper(1)));
+    let store = MemoryStore::new();
+    let (token, record) = issue(&v, &store, 1);
+    let secret = &token["aistats_v1_sk_".len() + 17..];
+    assert_eq!(secret.len(), 43);
+    // Find a kid whose stand-in is this record (it must fall in the record's shard: 1 in 64).
+    let mut rng = ChaCha20Rng::from_seed([9; 32]);
+    let kid = (0..100_000)
+        .map(|_| v.issue(&mut rng, KeyKind::STANDARD, NOW).unwrap().1.id)
+        .find(|kid| store.lookup_kid_or_stand_in(kid).unwrap().is_some_and(|r| r.id == record.id))
+        .expect("a kid in the record's shard");
+    assert_ne!(kid, record.id);
+    let forged = format!("aistats_v1_sk_{kid}_{secret}");
+    assert_eq!(code(v.authenticate(&store, &forged, NOW)), Some(DenialCode::InvalidApiKey));
+    assert_eq!(
+        code(block_on(v.authenticate_async(&keygate::Ready(&store), &forged, NOW))),
+        Some(DenialCode::InvalidApiKey)
+    );
+    // The sans-IO core, handed the stand-in directly, says the same.
+    let parsed = v.parse(&forged).unwrap();
+    let lookup = v.lookup(&parsed);
+    assert_eq!(code(v.verify(&parsed, &lookup, Some(&*record), NOW)), Some(DenialCode::InvalidApiKey));
+    // Even a revoked stand-in reveals nothing: still invalid, not revoked.
+    set(&store, &record.id, |r| r.status = KeyStatus::Revoked);
+    assert_eq!(code(v.authenticate(&store, &forged, NOW)), Some(DenialCode::InvalidApiKey));
+    assert_eq!(code(v.authenticate(&store, &token, NOW)), Some(DenialCode::RevokedApiKey));
+}
+
 #[test]
 fn status_is_revealed_only_with_the_secret() {
     let v = verifier(Peppers::new(pepper(1)));

@@ -22,6 +22,16 @@ pub trait AsyncKeyStore: Send + Sync {
     /// Finds the record a presented key names. This is on the hot path.
     fn lookup(&self, lookup: &Lookup) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send;
 
+    /// Finds the record of a presented kid, or a stand-in that verification rejects: see
+    /// [`KeyStore::lookup_kid_or_stand_in`]. The default is the plain lookup.
+    fn lookup_kid_or_stand_in(
+        &self,
+        id: &KeyId,
+    ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+        let lookup = Lookup::Id(*id);
+        async move { self.lookup(&lookup).await }
+    }
+
     /// Finds a record by id, whatever its shape.
     fn get(&self, id: &KeyId) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
         let lookup = Lookup::Id(*id);
@@ -61,6 +71,13 @@ impl<S: KeyStore + Send + Sync> AsyncKeyStore for Ready<S> {
         core::future::ready(self.0.lookup(lookup))
     }
 
+    fn lookup_kid_or_stand_in(
+        &self,
+        id: &KeyId,
+    ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+        core::future::ready(self.0.lookup_kid_or_stand_in(id))
+    }
+
     fn get(&self, id: &KeyId) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
         core::future::ready(self.0.get(id))
     }
@@ -89,6 +106,13 @@ impl<S: KeyStore + Send + Sync> AsyncKeyStore for Ready<S> {
 impl<S: AsyncKeyStore + ?Sized> AsyncKeyStore for Arc<S> {
     fn lookup(&self, lookup: &Lookup) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
         (**self).lookup(lookup)
+    }
+
+    fn lookup_kid_or_stand_in(
+        &self,
+        id: &KeyId,
+    ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+        (**self).lookup_kid_or_stand_in(id)
     }
 
     fn get(&self, id: &KeyId) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
