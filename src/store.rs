@@ -117,7 +117,8 @@ pub trait KeyStore {
     /// Verification accepts a record only if its id is the kid presented, so a stand-in is
     /// compared against and always rejected (`invalid_api_key`). Only verification should call
     /// this; everything else wants [`KeyStore::lookup`] or [`KeyStore::get`]. The default is the
-    /// plain lookup; [`MemoryStore`] answers misses with stand-ins.
+    /// plain lookup; [`MemoryStore`] answers misses with stand-ins. A store that wraps another
+    /// should forward this method, or the inner store's stand-ins are lost.
     ///
     /// # Errors
     ///

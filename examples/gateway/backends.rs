@@ -164,6 +164,10 @@ impl AsyncKeyStore for Keys {
     async fn lookup(&self, lookup: &Lookup) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         forward_keys!(self, s => s.lookup(lookup))
     }
+    async fn lookup_kid_or_stand_in(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        // Forwarded, or the memory store's stand-ins (equal-time misses) would be lost here.
+        forward_keys!(self, s => s.lookup_kid_or_stand_in(id))
+    }
     async fn get(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         forward_keys!(self, s => s.get(id))
     }
