@@ -33,7 +33,9 @@ fn world() -> &'static World {
             store.insert(record).unwrap();
             let key = opaque.generate(&mut rng).unwrap();
             let digest = verifier.peppers().digest(key.token().expose_secret().as_bytes());
-            store.insert(KeyRecord::new(key.id(), KeyShape::Opaque, KeyKind::STANDARD, digest, Timestamp::EPOCH)).unwrap();
+            store
+                .insert(KeyRecord::new(key.id(), KeyShape::Opaque, KeyKind::STANDARD, digest, Timestamp::EPOCH))
+                .unwrap();
             tokens.push(key.token().expose_secret().to_owned());
         }
         World { verifier, store, tokens }

@@ -2,8 +2,8 @@
 //! RFC 6750 b64token that parses without panicking.
 #![no_main]
 
-use keygate::{SelectorFormat, bearer_token};
 use keygate::KeyFormat;
+use keygate::{SelectorFormat, bearer_token};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
