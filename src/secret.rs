@@ -324,6 +324,12 @@ impl Peppers {
     /// against a dummy digest under the current pepper, through the same code path. While a
     /// previous pepper is loaded, a record under it needs a second HMAC; then every other path
     /// computes a second one too, so a rotation costs time but does not tell who has a record.
+    /// The digest compared against when there is no record.
+    #[cfg(feature = "alloc")]
+    pub(crate) fn dummy(&self) -> StoredDigest {
+        self.dummy
+    }
+
     pub(crate) fn check(
         &self,
         secret: &[u8],

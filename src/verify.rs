@@ -66,13 +66,24 @@ pub struct Verifier {
     primary: KeyFormat,
     others: [Option<KeyFormat>; MAX_FORMATS - 1],
     peppers: Peppers,
+    /// What verification compares against when the store found no record: a record like any
+    /// other, holding the pepper set's dummy digest, so a miss reads the same fields of the same
+    /// kind of object, in the same order, as a wrong secret does.
+    #[cfg(feature = "alloc")]
+    no_record: crate::KeyRecord,
 }
 
 impl Verifier {
     /// A verifier for one format. The first format is the one [`Verifier::issue`] uses.
     #[must_use]
     pub fn new(format: impl Into<KeyFormat>, peppers: Peppers) -> Self {
-        Self { primary: format.into(), others: [None; MAX_FORMATS - 1], peppers }
+        Self {
+            primary: format.into(),
+            others: [None; MAX_FORMATS - 1],
+            #[cfg(feature = "alloc")]
+            no_record: with_alloc::no_record(&peppers),
+            peppers,
+        }
     }
 
     /// Also accepts keys of `format` (up to four formats, tried in order).
@@ -256,10 +267,11 @@ mod with_alloc {
             let rehash = match lookup {
                 Lookup::Id(id) => {
                     let mac = current.mac(key.secret());
-                    let check = self.peppers.check(key.secret(), &mac, found.map(|r| &r.digest));
-                    // Equal work without a record: the same field comparisons run against a dummy,
-                    // without short-circuiting (measured by `benches/timing_leak.rs`).
-                    let r = found.unwrap_or(&NO_RECORD);
+                    // Equal work without a record: the digest and the same fields are compared,
+                    // without short-circuiting, on a placeholder record (measured by
+                    // `benches/timing_leak.rs`).
+                    let r = found.unwrap_or(&self.no_record);
+                    let check = self.peppers.check(key.secret(), &mac, Some(&r.digest));
                     let same_key =
                         found.is_some() & (r.shape == KeyShape::Selector) & (r.id == *id) & key.is_kind(r.kind);
                     match check {
@@ -400,14 +412,12 @@ mod with_alloc {
         }
     }
 
-    /// What verification compares against when the store found no record.
-    static NO_RECORD: KeyRecord = KeyRecord::new(
-        crate::KeyId::NONE,
-        KeyShape::Selector,
-        KeyKind::STANDARD,
-        StoredDigest { scheme: DigestScheme::Sha256, bytes: [0; crate::DIGEST_LEN] },
-        Timestamp::EPOCH,
-    );
+    /// The placeholder verification compares against when the store found no record: no key's
+    /// id, and the dummy digest under the current pepper, so the comparison takes exactly the
+    /// path a real record's does (and cannot match: `verify` also requires a record).
+    pub(super) fn no_record(peppers: &crate::Peppers) -> KeyRecord {
+        KeyRecord::new(crate::KeyId::NONE, KeyShape::Selector, KeyKind::STANDARD, peppers.dummy(), Timestamp::EPOCH)
+    }
 
     /// Stores the re-digested record; a conflict means another request migrated it first.
     #[cold]
