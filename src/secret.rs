@@ -316,6 +316,12 @@ impl Peppers {
         self.check(secret, &self.current.mac(secret), stored)
     }
 
+    /// The digest compared against when there is no record.
+    #[cfg(feature = "alloc")]
+    pub(crate) fn dummy(&self) -> StoredDigest {
+        self.dummy
+    }
+
     /// [`Peppers::verify`] given `current_mac`, the secret's HMAC under the current pepper, which
     /// the caller computed once (it is also the lookup key of an opaque key).
     ///
@@ -324,12 +330,6 @@ impl Peppers {
     /// against a dummy digest under the current pepper, through the same code path. While a
     /// previous pepper is loaded, a record under it needs a second HMAC; then every other path
     /// computes a second one too, so a rotation costs time but does not tell who has a record.
-    /// The digest compared against when there is no record.
-    #[cfg(feature = "alloc")]
-    pub(crate) fn dummy(&self) -> StoredDigest {
-        self.dummy
-    }
-
     pub(crate) fn check(
         &self,
         secret: &[u8],
