@@ -69,9 +69,15 @@ struct Shard {
 /// 7/16 after it grows), all of them being empty is rarer than one in ten thousand.
 const STAND_IN_REACH: usize = 16;
 
+/// Whether an id table entry is `id`'s, comparing the stored hash first so that a chance tag
+/// match does not read its record.
+fn entry_of(slot: Slot, id: &KeyId) -> impl Fn(&(u64, Arc<KeyRecord>)) -> bool + '_ {
+    move |(h, r)| *h == slot.hash && r.id == *id
+}
+
 impl Shard {
     fn find_id(&self, slot: Slot, id: &KeyId) -> Option<&Arc<KeyRecord>> {
-        self.by_id.find(slot.hash, |(h, r)| *h == slot.hash && r.id == *id).map(|(_, r)| r)
+        self.by_id.find(slot.hash, entry_of(slot, id)).map(|(_, r)| r)
     }
 
     /// The stand-in for a kid this shard lacks: the first record at or after the bucket where
@@ -189,7 +195,7 @@ impl MemoryStore {
     fn put_id(&self, record: &Arc<KeyRecord>) {
         let slot = self.id_slot(&record.id);
         let mut shard = write(&self.shards[slot.shard]);
-        match shard.by_id.find_mut(slot.hash, |(h, r)| *h == slot.hash && r.id == record.id) {
+        match shard.by_id.find_mut(slot.hash, entry_of(slot, &record.id)) {
             Some((_, entry)) => *entry = Arc::clone(record),
             None => {
                 shard.by_id.insert_unique(slot.hash, (slot.hash, Arc::clone(record)), |(h, _)| *h);
@@ -199,9 +205,7 @@ impl MemoryStore {
 
     fn take_id(&self, id: &KeyId) {
         let slot = self.id_slot(id);
-        if let Ok(entry) =
-            write(&self.shards[slot.shard]).by_id.find_entry(slot.hash, |(h, r)| *h == slot.hash && r.id == *id)
-        {
+        if let Ok(entry) = write(&self.shards[slot.shard]).by_id.find_entry(slot.hash, entry_of(slot, id)) {
             entry.remove();
         }
     }
