@@ -22,6 +22,8 @@ pub mod manage;
 pub mod policy;
 pub mod record;
 pub mod secret;
+#[cfg(feature = "std")]
+mod shard;
 pub mod store;
 pub mod time;
 pub mod tower;

@@ -108,16 +108,15 @@ impl UsageStats {
         Self { shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(), hasher: RandomState::default() }
     }
 
-    /// The key's hash, and its shard (picked by the hash's top bits), locked.
+    /// The key's hash, and its shard, locked.
     fn shard(&self, key: &KeyId) -> (u64, MutexGuard<'_, HashTable<(KeyId, KeyUsage)>>) {
         let hash = self.hasher.hash_one(key);
-        #[allow(clippy::cast_possible_truncation)] // the top bits of a u64, below SHARDS
-        let shard = (hash >> (64 - SHARDS.trailing_zeros())) as usize;
+        let shard = crate::shard::shard_of(hash, SHARDS);
         (hash, self.shards[shard].lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Runs `f` on the key's usage under its shard's lock, creating it if `create`. The key is
-    /// hashed once: the top bits pick the shard, the table probes with the same hash.
+    /// hashed once: it picks the shard, and the table probes with the same hash.
     fn with<T>(&self, key: &KeyId, create: bool, f: impl FnOnce(&mut KeyUsage) -> T) -> Option<T> {
         let (hash, mut table) = self.shard(key);
         if let Some((_, usage)) = table.find_mut(hash, |(k, _)| k == key) {

@@ -188,9 +188,7 @@ impl MemoryLimitStore {
     #[inline]
     fn key_slot(&self, key: &KeyId) -> (usize, u64) {
         let hk = self.hasher.hash_one(key.as_bytes());
-        #[allow(clippy::cast_possible_truncation)] // the top 6 bits: < 64
-        let shard = (hk >> 58) as usize;
-        (shard, hk)
+        (crate::shard::shard_of(hk, SHARDS), hk)
     }
 }
 

@@ -188,10 +188,7 @@ impl<S> CachedStore<S> {
     }
 
     fn shard(&self, hash: u64) -> &Shard {
-        // The top bits pick the shard; hashbrown uses the low ones within it.
-        #[allow(clippy::cast_possible_truncation)] // < SHARDS
-        let index = (hash >> 58) as usize % SHARDS;
-        &self.shards[index]
+        &self.shards[crate::shard::shard_of(hash, SHARDS)]
     }
 
     /// The cached answer for `lookup`, if there is a fresh one: `Some(None)` for a key known

@@ -34,7 +34,7 @@
 //! Two details keep the probe itself alike for hits and misses. Each entry keeps its id's hash,
 //! so a probe passes over an entry whose 7-bit tag matched by chance without reading its record
 //! (a miss meets about twice as many of those as a hit). And the shard bits are not the tag's
-//! bits (see `shard_of`).
+//! bits (see the `shard` module).
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
@@ -49,6 +49,7 @@ use hashbrown::HashTable;
 use super::{KeyStore, ListQuery, MAX_PAGE, Page, StoreError};
 use crate::record::KeyShape;
 use crate::secret::DIGEST_LEN;
+use crate::shard::shard_of;
 use crate::{KeyId, KeyRecord, Lookup, Timestamp};
 
 const SHARDS: usize = 64;
@@ -165,7 +166,7 @@ impl MemoryStore {
 
     fn slot<K: core::hash::Hash + ?Sized>(&self, key: &K) -> Slot {
         let hash = self.hasher.hash_one(key);
-        Slot { hash, shard: shard_of(hash) }
+        Slot { hash, shard: shard_of(hash, SHARDS) }
     }
 
     fn id_slot(&self, id: &KeyId) -> Slot {
@@ -258,17 +259,6 @@ impl core::fmt::Debug for MemoryStore {
     }
 }
 
-/// The shard of a hash: bits 51 to 56. The tables use the same hash, and hashbrown takes a
-/// key's position from the low bits and its 7-bit tag from the top ones (bits 57 to 63; 25 to 31
-/// on 32-bit targets). Shard bits among the tag's would leave every key of a shard with nearly
-/// the same tag, and a lookup would then compare against several records, each a likely cache
-/// miss, instead of about one.
-fn shard_of(hash: u64) -> usize {
-    #[allow(clippy::cast_possible_truncation)] // six bits: < 64
-    let shard = ((hash >> 51) & 0x3f) as usize;
-    shard
-}
-
 fn read(lock: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
     lock.read().unwrap_or_else(PoisonError::into_inner)
 }
@@ -356,22 +346,5 @@ impl KeyStore for MemoryStore {
             .filter_map(|(_, id)| self.by_id(id))
             .collect();
         Ok(Page { records, total: set.len() })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{SHARDS, shard_of};
-
-    #[test]
-    fn the_shard_bits_are_not_the_tables_bits() {
-        // Every shard is reachable.
-        assert!((0..SHARDS as u64).all(|s| shard_of(s << 51) == usize::try_from(s).unwrap()));
-        // Neither the tag (top 7 bits, or bits 25..32 on 32-bit targets) nor the position (low
-        // bits) moves a key to another shard.
-        let base = 0x0123_4567_89ab_cdef_u64;
-        for bit in (0..51).chain(57..64) {
-            assert_eq!(shard_of(base ^ (1 << bit)), shard_of(base), "bit {bit}");
-        }
     }
 }
