@@ -15,10 +15,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use criterion::Criterion;
 use hmac::{KeyInit, Mac};
 use keygate::events::UsageStats;
+use keygate::format::SelectorFormat;
+use keygate::limit::{DirectLimiter, Gcra, Limiter};
+use keygate::policy::authorize;
+use keygate::secret::{PepperId, Peppers};
+use keygate::verify::Lookup;
 use keygate::{
-    DirectLimiter, Gate, Gcra, KeyId, KeyKind, KeyRecord, KeyStore, LimitRequest, Limiter, Lookup, MemoryLimitStore,
-    MemoryStore, ModelAllowlist, Pepper, PepperId, Peppers, RequestAttrs, RequiredScopes, Scopes, SelectorFormat,
-    Timestamp, Verifier, authorize,
+    Gate, KeyId, KeyKind, KeyRecord, KeyStore, LimitRequest, MemoryLimitStore, MemoryStore, ModelAllowlist, Pepper,
+    RequiredScopes, Requirements, Scopes, Timestamp, Verifier,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -75,8 +79,8 @@ fn main() {
     restricted.rate_limit.requests_per_minute = Some(u32::MAX);
     store.replace(restricted.revision, restricted).unwrap();
     let required: RequiredScopes = "chat:write".parse().unwrap();
-    let request = RequestAttrs::new()
-        .with_scopes(&required)
+    let request = Requirements::new()
+        .with_scopes(required)
         .with_model("claude-3-5-sonnet")
         .with_client_ip("::ffff:10.1.2.3".parse().unwrap());
     let wrong = format!("{}{}", &token[..token.len() - 2], if token.ends_with("AA") { "EA" } else { "AA" });
@@ -84,8 +88,8 @@ fn main() {
     let unknown = format!("aistats_v1_sk_{}{}", "Z".repeat(16), &token[30..]);
     let unknown_parsed = verifier.parse(&unknown).unwrap();
     let unknown_lookup = verifier.lookup(&unknown_parsed);
-    let (Lookup::Id(id), Lookup::Id(unknown_id)) = (lookup, unknown_lookup) else { unreachable!("selector keys") };
-    assert!(store.lookup_kid_or_stand_in(&unknown_id).unwrap().is_some_and(|r| r.id != unknown_id), "a stand-in");
+    let (Lookup::Kid(id), Lookup::Kid(unknown_id)) = (lookup, unknown_lookup) else { unreachable!("selector keys") };
+    assert!(store.lookup(&Lookup::Kid(unknown_id)).unwrap().is_some_and(|r| r.id != unknown_id), "a stand-in");
 
     let secret = parsed.secret().to_vec();
     let mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&PEPPER).unwrap();
@@ -118,7 +122,7 @@ fn main() {
         b.iter_custom(|n| {
             paired.measure("verify_miss_unknown_kid", n, || {
                 // The memory store answers the miss with a stand-in, as `authenticate` asks it.
-                let found = store.lookup_kid_or_stand_in(black_box(&unknown_id)).unwrap();
+                let found = store.lookup(black_box(&Lookup::Kid(unknown_id))).unwrap();
                 keep(verifier.verify(black_box(&unknown_parsed), &unknown_lookup, found, now).is_err());
             })
         })
@@ -126,7 +130,7 @@ fn main() {
     g.bench_function("verify_wrong_secret", |b| {
         b.iter_custom(|n| {
             paired.measure("verify_wrong_secret", n, || {
-                let found = store.lookup_kid_or_stand_in(black_box(&id)).unwrap();
+                let found = store.lookup(black_box(&Lookup::Kid(id))).unwrap();
                 keep(verifier.verify(black_box(&wrong_parsed), &lookup, found, now).is_err());
             })
         })
@@ -143,7 +147,7 @@ fn main() {
             paired.measure("floor_parse_unsynchronised_map_verify_1m", n, || {
                 let key = verifier.parse(black_box(&token)).unwrap();
                 let lookup = verifier.lookup(&key);
-                let Lookup::Id(id) = &lookup else { unreachable!("a selector key") };
+                let Lookup::Kid(id) = &lookup else { unreachable!("a selector key") };
                 keep(verifier.verify(&key, &lookup, unsynchronised.get(id), now).is_ok());
             })
         })
@@ -194,19 +198,19 @@ fn main() {
     g.bench_function("gate_check_memory_store_1m", |b| {
         b.iter_custom(|n| {
             paired.measure("gate_check_memory_store_1m", n, || {
-                keep(gate.check(Some(black_box(header.as_bytes())), black_box(&request), one_request, now).is_ok());
+                keep(gate.check(Some(black_box(header.as_bytes())), black_box(&request), now).is_ok());
             })
         })
     });
     g.bench_function("gate_check_with_events_memory_store_1m", |b| {
         b.iter_custom(|n| {
             paired.measure("gate_check_with_events_memory_store_1m", n, || {
-                keep(observed.check(Some(black_box(header.as_bytes())), black_box(&request), one_request, now).is_ok());
+                keep(observed.check(Some(black_box(header.as_bytes())), black_box(&request), now).is_ok());
             })
         })
     });
     // Also when a filter skipped the benchmark above: one more check reaches the sink.
-    keep(observed.check(Some(header.as_bytes()), &request, one_request, now).is_ok());
+    keep(observed.check(Some(header.as_bytes()), &request, now).is_ok());
     assert!(stats.get(&record.id, now).is_some_and(|u| u.day.requests > 0), "the sink saw the requests");
 
     // GCRA against governor's direct limiter, paired with each other: a burst of 2^32 at one

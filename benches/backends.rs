@@ -9,8 +9,9 @@
 //!    is the cache's cost whatever that store is.
 //! 2. Uncached PostgreSQL lookups per second with N concurrent tasks (N = 1, 4, 16, 64) on a
 //!    two-thread tokio runtime and a pool of 16 connections, with each N's throughput as a ratio
-//!    to N = 1 measured in the same run. Needs PostgreSQL (`KEYGATE_POSTGRES_URL`, default
-//!    `postgres://postgres@127.0.0.1:5432/test`); without it this part says "not run".
+//!    to N = 1 measured in the same run. Needs PostgreSQL: `KEYGATE_POSTGRES_URL`, or a
+//!    throwaway server started as the tests start theirs (`tests/support/servers.rs`); without
+//!    either this part says "not run".
 //!    Loopback, client and server on the same two cores: a lower bound for a real deployment.
 //!
 //! Options (after `--`): `--seconds S` per PostgreSQL round (default 3).
@@ -18,6 +19,9 @@
 
 #[path = "support/mod.rs"]
 mod support;
+
+#[path = "../tests/support/servers.rs"]
+mod servers;
 
 use std::future::Future;
 use std::hint::black_box;
@@ -28,9 +32,12 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
+use keygate::format::SelectorFormat;
+use keygate::secret::{PepperId, Peppers};
+use keygate::store::SqlConfig;
+use keygate::verify::Lookup;
 use keygate::{
-    AsyncKeyStore, CachedStore, KeyId, KeyKind, KeyStore, Lookup, MemoryStore, Pepper, PepperId, Peppers,
-    PostgresStore, Ready, SelectorFormat, SqlConfig, Timestamp, Verifier,
+    AsyncKeyStore, CachedStore, KeyId, KeyKind, KeyStore, MemoryStore, Pepper, PostgresStore, Timestamp, Verifier,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
@@ -62,9 +69,9 @@ fn main() {
         if tokens.len() < 1024 {
             tokens.push(key.token().expose_secret().to_owned());
         }
-        memory.insert(record).unwrap();
+        KeyStore::insert(&memory, record).unwrap();
     }
-    let cached = CachedStore::new(Ready(Arc::clone(&memory)));
+    let cached = CachedStore::new(Arc::clone(&memory));
     for token in &tokens {
         assert!(now_or_never(verifier.authenticate_async(&cached, token, now)).is_ok());
     }
@@ -100,13 +107,15 @@ fn main() {
 
 /// Uncached PostgreSQL lookups per second with N concurrent tasks.
 fn postgres_lookups(verifier: &Verifier, seconds: u64) {
-    let url =
-        std::env::var("KEYGATE_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let Some(url) = servers::postgres_url() else {
+        println!("uncached PostgreSQL lookups: not run (no PostgreSQL; see above)");
+        return;
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let mut config = SqlConfig::default();
         config.max_connections = 16;
-        let store = match PostgresStore::connect(&url, config).await {
+        let store = match PostgresStore::connect(url, config).await {
             Ok(store) => Arc::new(store),
             Err(e) => {
                 println!("uncached PostgreSQL lookups: not run ({e}; set KEYGATE_POSTGRES_URL)");

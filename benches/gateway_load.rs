@@ -12,6 +12,16 @@
 //! round's requests per second and the median of the per-round ratios (with / without).
 //! Client and server share the machine's cores, as a gateway's real clients would not.
 //!
+//! Modes, each round measuring every one in turn: `memory` (the key above, keys and limits in
+//! memory), `without keygate`, `junk keys, memory` (well-formed keys never stored, each
+//! answered 401), and with PostgreSQL (`KEYGATE_POSTGRES_URL`, by default the local server's
+//! `test` database, in which a fresh database is created and dropped) `postgres + cache` (keys
+//! in PostgreSQL behind the `CachedStore` with its kid set; usage counters and wallets in
+//! PostgreSQL, as the example runs) and `junk keys, postgres`. It prints the median of the
+//! per-round ratios: with/without keygate, 401/200 in memory, postgres/memory, and the junk
+//! flood on postgres/memory. With PostgreSQL, two more modes send a free model (no wallet
+//! write), in memory and in PostgreSQL, to show what the paid model's wallet reservation costs.
+//!
 //! Options (after `--`): `--rounds N` (default 5), `--seconds S` per round (default 3).
 
 // The gateway's modules, shared with the example; the bench uses the router and the handler.
@@ -28,8 +38,19 @@ mod billing;
 #[path = "../examples/gateway/catalog.rs"]
 mod catalog;
 #[allow(dead_code)]
+#[path = "../examples/gateway/counters.rs"]
+mod counters;
+#[path = "../examples/gateway/dashboard.rs"]
+mod dashboard;
+#[allow(dead_code)]
+#[path = "../examples/gateway/logs.rs"]
+mod logs;
+#[allow(dead_code)]
 #[path = "../examples/gateway/mock.rs"]
 mod mock;
+#[allow(dead_code)]
+#[path = "../examples/gateway/serve.rs"]
+mod serve;
 #[allow(dead_code)]
 #[path = "../examples/gateway/stream.rs"]
 mod stream;
@@ -47,10 +68,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use keygate::tower::JsonModelLayer;
+use keygate::format::SelectorFormat;
+use keygate::manage::Usd;
+use keygate::secret::{PepperId, Peppers};
+use keygate::tower::JsonModel;
 use keygate::{
-    KeyKind, KeyStore, MemoryLimitStore, MemoryStore, ModelAllowlist, OsRng, Pepper, PepperId, Peppers, RateLimits,
-    Ready, SelectorFormat, SpendCap, SpendPeriod, Timestamp, Usd, Verifier,
+    AsyncKeyStore, KeyKind, MemoryLimitStore, MemoryStore, ModelAllowlist, OsRng, Pepper, RateLimits, SpendCap,
+    SpendPeriod, Timestamp, Verifier,
 };
 use tokio::net::{TcpListener, TcpStream};
 
@@ -59,6 +83,8 @@ use crate::app::Gateway;
 const CONNECTIONS: usize = 32;
 const BODY: &str =
     r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello to the benchmark."}],"max_tokens":64}"#;
+/// The same request to a free model: no wallet is touched.
+const FREE: &str = r#"{"model":"llama-3.1-8b-instruct:free","messages":[{"role":"user","content":"Say hello to the benchmark."}],"max_tokens":64}"#;
 
 fn main() {
     let option = |name: &str, default: u64| {
@@ -70,73 +96,184 @@ fn main() {
 }
 
 async fn run(rounds: usize, window: Duration) {
-    let (gateway, token) = gateway();
+    let (gateway, token, junk) = start_gateway(None).await;
     let with_auth = listen(app::router(Arc::clone(&gateway))).await;
     // The same handler and JSON reader, without the key check.
     let without_auth = listen(
         Router::new()
             .route("/v1/chat/completions", post(app::chat_completions))
-            .layer(JsonModelLayer::new(app::MAX_BODY))
+            .layer(axum::middleware::from_fn(read_json_model))
             .with_state(Arc::clone(&gateway)),
     )
     .await;
-    let authorization = format!("Bearer {token}");
+    let key = Tokens::one(&token);
+    // Keys in PostgreSQL behind the cache, when a server answers.
+    let database = BenchDatabase::create().await;
+    let postgres = match &database {
+        Some(db) => {
+            let (gateway, token, _) = start_gateway(Some(db.url())).await;
+            Some((listen(app::router(gateway)).await, Tokens::one(&token)))
+        }
+        None => None,
+    };
 
-    println!("gateway_load: {CONNECTIONS} keep-alive connections, {rounds} rounds of {window:?} each way");
-    // Warm up both (connections, allocator, limiter state).
-    load(with_auth, Some(&authorization), Duration::from_millis(500)).await;
-    load(without_auth, None, Duration::from_millis(500)).await;
-
-    let mut ratios = Vec::new();
-    for round in 1..=rounds {
-        let with = load(with_auth, Some(&authorization), window).await;
-        let without = load(without_auth, None, window).await;
-        let ratio = with / without;
-        println!("round {round}: with keygate {with:>9.0} req/s   without {without:>9.0} req/s   ratio {ratio:.3}");
-        ratios.push(ratio);
+    println!("gateway_load: {CONNECTIONS} keep-alive connections, {rounds} rounds of {window:?} per mode");
+    let modes: Vec<(&str, SocketAddr, Option<&Tokens>, u16, &'static str)> = [
+        Some(("memory", with_auth, Some(&key), 200, BODY)),
+        Some(("without keygate", without_auth, None, 200, BODY)),
+        Some(("junk keys, memory", with_auth, Some(&junk), 401, BODY)),
+        // Before the paid mode, whose wallet writes leave PostgreSQL busy (vacuuming the
+        // wallet's row) for a while after.
+        postgres.as_ref().map(|(addr, _)| ("junk keys, postgres", *addr, Some(&junk), 401, BODY)),
+        postgres.as_ref().map(|(addr, key)| ("postgres + cache", *addr, Some(key), 200, BODY)),
+        postgres.as_ref().map(|_| ("free model, memory", with_auth, Some(&key), 200, FREE)),
+        postgres.as_ref().map(|(addr, key)| ("free model, postgres", *addr, Some(key), 200, FREE)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    // Warm up every mode (connections, allocator, limiter state, caches).
+    for (_, addr, tokens, status, body) in &modes {
+        load(*addr, *tokens, *status, body, Duration::from_millis(500)).await;
     }
-    ratios.sort_by(f64::total_cmp);
-    let median = ratios[ratios.len() / 2];
-    println!("gateway_load: median ratio (with keygate / without) = {median:.3} over {rounds} rounds");
+    let mut figures: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    for round in 1..=rounds {
+        let mut line = format!("round {round}:");
+        for ((name, addr, tokens, status, body), figures) in modes.iter().zip(&mut figures) {
+            let rate = load(*addr, *tokens, *status, body, window).await;
+            line += &format!("  {name} {rate:.0}");
+            figures.push(rate);
+        }
+        println!("{line} (req/s)");
+    }
+    // Each ratio is taken per round (both figures of one round), then the median over rounds.
+    let ratio = |a: usize, b: usize| -> f64 {
+        let mut r: Vec<f64> = figures[a].iter().zip(&figures[b]).map(|(a, b)| a / b).collect();
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    };
+    println!("gateway_load: median ratios over {rounds} rounds:");
+    println!("  with keygate / without            {:.3} (target >= 0.9)", ratio(0, 1));
+    println!("  401 junk keys / 200, memory       {:.3} (target >= 1.0)", ratio(2, 0));
+    if postgres.is_some() {
+        println!("  keys in postgres + cache / memory {:.3} (target >= 0.95)", ratio(4, 0));
+        println!("  junk keys: postgres / memory      {:.3} (target >= 0.9)", ratio(3, 2));
+        println!("  free model: postgres / memory     {:.3} (no wallet write)", ratio(6, 5));
+    } else {
+        println!("  (no PostgreSQL: set KEYGATE_POSTGRES_URL for the postgres modes)");
+    }
+    drop(postgres);
+    if let Some(db) = database {
+        db.drop().await;
+    }
+}
+
+/// The tokens a mode's clients send, in turn.
+struct Tokens(Vec<String>);
+
+impl Tokens {
+    fn one(token: &str) -> Self {
+        Self(vec![format!("Bearer {token}")])
+    }
+}
+
+/// A fresh PostgreSQL database for the postgres modes (`KEYGATE_POSTGRES_URL`, by default the
+/// local server's `test` database, is where it is created from), dropped at the end.
+struct BenchDatabase {
+    admin: String,
+    name: String,
+}
+
+impl BenchDatabase {
+    async fn create() -> Option<Self> {
+        use sqlx::Connection;
+        let admin = std::env::var("KEYGATE_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let mut connection = sqlx::PgConnection::connect(&admin).await.ok()?;
+        let name = format!("keygate_bench_{}", std::process::id());
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut connection).await.ok()?;
+        Some(Self { admin, name })
+    }
+
+    fn url(&self) -> String {
+        let (base, _) = self.admin.rsplit_once('/').unwrap();
+        format!("{base}/{}", self.name)
+    }
+
+    async fn drop(self) {
+        use sqlx::Connection;
+        if let Ok(mut connection) = sqlx::PgConnection::connect(&self.admin).await {
+            let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+                .execute(&mut connection)
+                .await;
+        }
+    }
 }
 
 /// A gateway with one key configured as a customer's would be: allowlists, rate limits well
-/// above what the bench reaches, a concurrency cap above the connection count, a spend cap.
-fn gateway() -> (Arc<Gateway>, String) {
+/// above what the bench reaches, a concurrency cap above the connection count, a spend cap. Keys
+/// in memory, or in the PostgreSQL database `postgres` names (behind the cache with its kid
+/// set, as the example runs it). Also returns well-formed keys that were never stored.
+async fn start_gateway(postgres: Option<String>) -> (Arc<Gateway>, String, Tokens) {
     let format = SelectorFormat::new("aistats").unwrap().with_kinds(&["sk", "mk"]).unwrap();
     let verifier = Verifier::new(format, Peppers::new(Pepper::new(PepperId(1), &[0x42; 32]).unwrap()));
-    let memory = Arc::new(MemoryStore::new());
-    let store = Arc::new(backends::Keys::Memory(Ready(Arc::clone(&memory))));
-    let limits = Arc::new(backends::Limits::Memory(MemoryLimitStore::new()));
+    let store = match postgres {
+        Some(url) => backends::Keys::open(&backends::StoreUrl::Postgres(url)).await.unwrap(),
+        None => backends::Keys::Memory(Arc::new(MemoryStore::new())),
+    };
+    let limits = backends::Limits::Memory(Arc::new(MemoryLimitStore::new()));
     let (key, mut record) = verifier.issue(&mut OsRng, KeyKind::STANDARD, Timestamp::now()).unwrap();
     record.name = "bench".to_owned();
     record.allowed_models = ModelAllowlist::new(["gpt-4o*", "*:free"]).unwrap();
-    record.allowed_providers = vec!["openai".to_owned()];
+    record.allowed_providers = vec!["openai".to_owned(), "meta".to_owned()];
     record.rate_limit = RateLimits {
         requests_per_minute: Some(1_000_000_000),
         tokens_per_minute: Some(4_000_000_000),
         concurrency: Some(1024),
     };
     record.spend_cap = Some(SpendCap { amount_micros: 1_000_000_000_000, period: SpendPeriod::Month });
-    memory.insert(record).unwrap();
+    store.insert(record).await.unwrap();
+    let junk = (0..4096)
+        .map(|_| {
+            let (key, _) = verifier.issue(&mut OsRng, KeyKind::STANDARD, Timestamp::now()).unwrap();
+            format!("Bearer {}", key.token().expose_secret())
+        })
+        .collect();
     let gateway = Arc::new(Gateway::new(verifier, store, limits, Usd::MAX));
-    (gateway, key.token().expose_secret().to_owned())
+    (gateway, key.token().expose_secret().to_owned(), Tokens(junk))
+}
+
+/// The JSON model reading keygate's layer does (`read_json_model`), for the baseline without
+/// the key check: the body buffered and its model read, as the handler expects.
+async fn read_json_model(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let (mut parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, app::MAX_BODY).await.unwrap();
+    parts.extensions.insert(JsonModel::read(&bytes));
+    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
 }
 
 /// Serves `router` on a free loopback port.
 async fn listen(router: Router) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(app::serve(listener, router, std::future::pending()));
+    tokio::spawn(serve::serve(listener, router, serve::Timeouts::default(), std::future::pending()));
     addr
 }
 
-/// Requests per second over `window` from [`CONNECTIONS`] connections.
-async fn load(addr: SocketAddr, authorization: Option<&str>, window: Duration) -> f64 {
+/// Requests per second over `window` from [`CONNECTIONS`] connections, each answered `status`.
+async fn load(addr: SocketAddr, tokens: Option<&Tokens>, status: u16, body: &'static str, window: Duration) -> f64 {
     let deadline = Instant::now() + window;
     let started = Instant::now();
-    let clients: Vec<_> =
-        (0..CONNECTIONS).map(|_| tokio::spawn(client(addr, authorization.map(str::to_owned), deadline))).collect();
+    let clients: Vec<_> = (0..CONNECTIONS)
+        .map(|i| {
+            // Each connection starts at its own place in the token list.
+            let tokens: Vec<String> = tokens.map_or_else(Vec::new, |t| {
+                let n = t.0.len();
+                (0..n).map(|j| t.0[(i * 131 + j) % n].clone()).collect()
+            });
+            tokio::spawn(client(addr, tokens, status, body, deadline))
+        })
+        .collect();
     let mut total = 0u64;
     for client in clients {
         total += client.await.unwrap();
@@ -144,26 +281,36 @@ async fn load(addr: SocketAddr, authorization: Option<&str>, window: Duration) -
     total as f64 / started.elapsed().as_secs_f64()
 }
 
-/// One keep-alive connection sending chat requests one after another until `deadline`.
-async fn client(addr: SocketAddr, authorization: Option<String>, deadline: Instant) -> u64 {
+/// One keep-alive connection sending chat requests one after another until `deadline`, with the
+/// `authorization` values in turn (none if empty), each expected to be answered `status`.
+async fn client(
+    addr: SocketAddr,
+    authorization: Vec<String>,
+    status: u16,
+    body: &'static str,
+    deadline: Instant,
+) -> u64 {
     let stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(connection);
     let mut done = 0;
+    let mut next = authorization.iter().cycle();
     while Instant::now() < deadline {
         let mut request = Request::post("/v1/chat/completions")
             .header("host", addr.to_string())
             .header("content-type", "application/json");
-        if let Some(authorization) = &authorization {
+        if let Some(authorization) = next.next() {
             request = request.header("authorization", authorization);
         }
-        let request = request.body(Full::new(Bytes::from_static(BODY.as_bytes()))).unwrap();
+        let request = request.body(Full::new(Bytes::from_static(body.as_bytes()))).unwrap();
         sender.ready().await.unwrap();
         let response = sender.send_request(request).await.unwrap();
-        assert_eq!(response.status(), 200);
+        assert_eq!(response.status(), status);
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        assert!(body.starts_with(b"{\"id\":\"chatcmpl-"));
+        if status == 200 {
+            assert!(body.starts_with(b"{\"id\":\"chatcmpl-"));
+        }
         done += 1;
     }
     done

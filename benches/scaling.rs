@@ -13,10 +13,10 @@ use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use keygate::{
-    KeyKind, KeyStore, LimitRequest, Limiter, MemoryLimitStore, MemoryStore, Pepper, PepperId, Peppers, SelectorFormat,
-    Timestamp, Verifier,
-};
+use keygate::format::SelectorFormat;
+use keygate::limit::Limiter;
+use keygate::secret::{PepperId, Peppers};
+use keygate::{KeyKind, KeyStore, LimitRequest, MemoryLimitStore, MemoryStore, Pepper, Timestamp, Verifier};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 

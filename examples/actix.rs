@@ -1,14 +1,14 @@
 //! keygate in actix-web 4, which is not built on tower: a middleware (`middleware::from_fn`) that
-//! calls [`Gate::check`], and the denial answered through actix's `ResponseError`.
+//! calls [`KeyGate::check`], and the denial answered through actix's `ResponseError`.
 //!
 //! `cargo run --example actix -- [--addr 127.0.0.1:3003] [--key-file PATH]`
 //!
 //! The middleware wraps each protected resource with the scopes that resource requires. A denial
 //! becomes an `actix_web::Error` whose response carries the denial's status, every one of its
-//! headers and its JSON body. A request that passes gets its caller's kid in the request's
-//! extensions (`web::ReqData<Caller>` in the handler), and the middleware holds the request's
-//! [`Pass`](keygate::Pass), and with it the key's concurrency slot, until the handler has
-//! answered (a streamed body would have to carry it to its end instead).
+//! headers and its JSON body. A request that passes gets its [`Principal`] in the request's
+//! extensions (`web::ReqData<Principal>` in the handler); the middleware holds it, and with it
+//! the key's concurrency slot, until the handler has answered (a streamed body would have to
+//! carry it to its end instead).
 //!
 //! Routes: `GET /health` (public), `GET /hello` (scope `hello:read`, answers with the caller's
 //! kid), `GET /admin` (scope `admin`, which the demo key lacks). The flags and the demo key are
@@ -27,14 +27,8 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, Error, HttpMessage, HttpResponse, HttpServer, ResponseError, web};
-use keygate::{
-    Denial, DenialCode, ErrorBody, Gate, KeyId, LimitRequest, Limiter, MemoryLimitStore, MemoryStore, Realm,
-};
-use keygate::{RequestAttrs, RequiredScopes, Timestamp};
-
-/// The synchronous pipeline: actix handlers run on per-thread runtimes, and an in-memory store
-/// answers without blocking, so `Gate::check` runs right in the middleware.
-type DemoGate = Gate<MemoryStore, MemoryLimitStore>;
+use keygate::http::{ErrorBody, Realm};
+use keygate::{Denial, DenialCode, KeyGate, Principal, RequiredScopes, Requirements};
 
 const REALM: Realm<'static> = match Realm::new(demo::REALM) {
     Ok(realm) => realm,
@@ -48,7 +42,7 @@ fn main() -> demo::Result<()> {
 
 async fn serve() -> demo::Result<()> {
     let demo = demo::start("actix", "127.0.0.1:3003")?;
-    let gate = web::Data::new(Gate::new(demo.verifier, demo.store, Limiter::new(MemoryLimitStore::new())));
+    let gate = web::Data::new(demo.keys);
     let hello = RequiredScopes::new(demo::HELLO_SCOPE)?;
     let admin = RequiredScopes::new(demo::ADMIN_SCOPE)?;
 
@@ -76,39 +70,35 @@ async fn serve() -> demo::Result<()> {
     Ok(())
 }
 
-/// Who is calling, for the handlers.
-#[derive(Debug, Clone, Copy)]
-struct Caller(KeyId);
-
 /// The middleware: run the pipeline for a route requiring `scopes`, then the handler.
 async fn require_key(
     scopes: RequiredScopes,
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let gate = request
-        .app_data::<web::Data<DemoGate>>()
+    let keys = request
+        .app_data::<web::Data<KeyGate>>()
         .cloned()
         .ok_or_else(|| Denied(Denial::new(DenialCode::AuthUnavailable)))?;
     let authorization = request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
-    let attrs = RequestAttrs::new().with_scopes(&scopes);
     // A denial leaves through `?` as an actix `Error`; see `impl ResponseError for Denied`.
-    let pass = gate.check(authorization, &attrs, LimitRequest::new(), Timestamp::now()).map_err(Denied)?;
-    request.extensions_mut().insert(Caller(pass.authorized().id()));
+    let principal = keys.check(authorization, &Requirements::new().with_scopes(scopes)).await.map_err(Denied)?;
+    request.extensions_mut().insert(principal.clone());
 
     let mut response = next.call(request).await?;
-    for (name, value) in pass.rate_limit().iter().flat_map(keygate::RateLimitStatus::headers) {
+    for (name, value) in principal.rate_limit().iter().flat_map(keygate::limit::RateLimitStatus::headers) {
         if let Ok(value) = HeaderValue::from_str(value.as_str()) {
             response.headers_mut().insert(HeaderName::from_static(name), value);
         }
     }
-    // `pass` is dropped here, once the handler has answered: the concurrency slot is released.
+    // The principal is dropped here, once the handler has answered: the request is settled and
+    // its concurrency slot released.
     Ok(response)
 }
 
-/// `GET /hello`: the middleware let the request through and left its [`Caller`].
-async fn hello_handler(caller: web::ReqData<Caller>) -> String {
-    format!("hello, {}\n", caller.0)
+/// `GET /hello`: the middleware let the request through and left its [`Principal`].
+async fn hello_handler(caller: web::ReqData<Principal>) -> String {
+    format!("hello, {}\n", caller.id())
 }
 
 /// A denial as an actix error.

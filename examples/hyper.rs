@@ -19,7 +19,6 @@
 mod demo;
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -29,8 +28,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use keygate::tower::{KeyGateLayer, Principal, Requirements};
-use keygate::{Gate, Limiter, MemoryLimitStore, Ready, RequiredScopes};
+use keygate::{Principal, RequiredScopes, Requirements};
 use tower::{ServiceBuilder, ServiceExt};
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -38,19 +36,17 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 #[tokio::main]
 async fn main() -> demo::Result<()> {
     let demo = demo::start("hyper", "127.0.0.1:3002")?;
-    // As with axum: an asynchronous store (`Ready` wraps the in-memory one) and a shared limit
-    // store, so that a request's admission can travel with its response body.
-    let limits = Limiter::new(Arc::new(MemoryLimitStore::new()));
-    let gate = Arc::new(Gate::new(demo.verifier, Ready(demo.store), limits));
-
+    // What each request requires, decided from the request itself (here, its path).
     let hello = RequiredScopes::new(demo::HELLO_SCOPE)?;
     let admin = RequiredScopes::new(demo::ADMIN_SCOPE)?;
-    let classify = move |request: &Request<Incoming>| match request.uri().path() {
-        "/admin" => Requirements::new().with_scopes(admin),
-        _ => Requirements::new().with_scopes(hello),
+    let classify = move |request: &Request<Incoming>| -> Requirements {
+        match request.uri().path() {
+            "/admin" => Requirements::new().with_scopes(admin),
+            _ => Requirements::new().with_scopes(hello),
+        }
     };
     let protected = ServiceBuilder::new()
-        .layer(KeyGateLayer::new(gate, classify).with_realm(demo::REALM)?)
+        .layer(demo.keys.layer().classify(classify).with_realm(demo::REALM)?)
         .service_fn(protected_handler);
 
     let listener = tokio::net::TcpListener::bind(demo.addr).await?;

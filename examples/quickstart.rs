@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use keygate::{
-    KeyKind, KeyStatus, KeyStore, MemoryStore, OsRng, Pepper, PepperId, Peppers, SelectorFormat, Timestamp, Verifier,
-    bearer_token,
-};
+use keygate::format::SelectorFormat;
+use keygate::http::bearer_token;
+use keygate::secret::{PepperId, Peppers};
+use keygate::{KeyKind, KeyStatus, KeyStore, MemoryStore, OsRng, Pepper, Timestamp, Verifier};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The pepper comes from configuration (a file, an environment variable), never from the store.

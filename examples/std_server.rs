@@ -26,8 +26,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use keygate::{Denial, ErrorBody, Gate, LimitRequest, Limiter, MemoryLimitStore, MemoryStore, Realm, RequestAttrs};
-use keygate::{RequiredScopes, Timestamp};
+use keygate::http::{ErrorBody, Realm};
+use keygate::limit::MemoryLimitStore;
+use keygate::{Denial, Gate, MemoryStore, RequiredScopes, Requirements, Timestamp};
 
 const MAX_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 64;
@@ -35,11 +36,11 @@ const MAX_BODY: usize = 64 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(10);
 const WORKERS: usize = 8;
 
-type DemoGate = Gate<MemoryStore, MemoryLimitStore>;
+type DemoGate = Gate<MemoryStore, Arc<MemoryLimitStore>>;
 
 fn main() -> demo::Result<()> {
     let demo = demo::start("std_server", "127.0.0.1:3004")?;
-    let gate = Arc::new(Gate::new(demo.verifier, demo.store, Limiter::new(MemoryLimitStore::new())));
+    let gate = Arc::clone(demo.keys.gate());
     let scopes = [RequiredScopes::new(demo::HELLO_SCOPE)?, RequiredScopes::new(demo::ADMIN_SCOPE)?];
     let realm = Realm::new(demo::REALM)?;
 
@@ -108,9 +109,9 @@ fn serve(gate: &DemoGate, scopes: &[RequiredScopes; 2], realm: Realm<'_>, stream
         _ => return write_response(&mut out, 404, "text/plain", no_headers(), ""),
     };
 
-    let attrs = RequestAttrs::new().with_scopes(required);
+    let attrs = Requirements::new().with_scopes(*required);
     let authorization = request.authorization.as_deref().map(str::as_bytes);
-    match gate.check(authorization, &attrs, LimitRequest::new(), Timestamp::now()) {
+    match gate.check(authorization, &attrs, Timestamp::now()) {
         Err(denial) => write_denial(&mut out, &denial, realm),
         Ok(pass) => {
             let body = match request.path.as_str() {
@@ -125,10 +126,10 @@ fn serve(gate: &DemoGate, scopes: &[RequiredScopes; 2], realm: Realm<'_>, stream
 }
 
 /// A denial: its status, its headers and its JSON body. The body is written into a stack buffer
-/// with [`keygate::write_into`] (as a server without a heap would) to know its length first.
+/// with [`keygate::http::write_into`] (as a server without a heap would) to know its length first.
 fn write_denial(out: &mut impl Write, denial: &Denial, realm: Realm<'_>) -> io::Result<()> {
     let mut buf = [0u8; ErrorBody::MAX_LEN];
-    let body = keygate::write_into(&mut buf, denial.body()).map_err(io::Error::other)?;
+    let body = keygate::http::write_into(&mut buf, denial.body()).map_err(io::Error::other)?;
     let headers = denial.headers().with_realm(realm).map(|header| (header.name(), header.value()));
     write_response(out, denial.status(), ErrorBody::CONTENT_TYPE, headers, body)
 }

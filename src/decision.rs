@@ -1,6 +1,6 @@
 //! Decisions are values: a verified principal or a [`Denial`] with a stable code.
 //!
-//! [`DenialCode`] is DESIGN.md's code table as a type: every code has one HTTP status, one
+//! [`DenialCode`] is the decision code table as a type: every code has one HTTP status, one
 //! OpenAI-compatible error `type`, and one fixed message. Messages are static text; they never
 //! contain the presented key or anything derived from it. The order of the variants is the order
 //! the checks run in.

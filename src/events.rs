@@ -26,7 +26,7 @@
 //!
 //! # Spend alerts are exact across instances
 //!
-//! [`Admission::finish`](crate::Admission::finish) adds the spend with one atomic update of the
+//! [`Admission::finish`](crate::limit::Admission::finish) adds the spend with one atomic update of the
 //! period's counter and returns the counter's new value; an alert fires when the value before
 //! the update was under a threshold and the value after is at or over it. However many gateway
 //! instances share one limit store (Redis), exactly one request crosses each threshold in each
@@ -78,6 +78,8 @@ pub struct DecisionEvent<'a> {
     pub model: Option<&'a str>,
     /// The provider the request goes to.
     pub provider: Option<&'a str>,
+    /// The client's address, when the server gave it.
+    pub client_ip: Option<core::net::IpAddr>,
     /// How long the check took (with `std`, for a sink that is [`EventSink::timed`]).
     pub latency: Option<Duration>,
 }
@@ -115,6 +117,35 @@ pub struct UsageEvent<'a> {
     pub spend_micros: u64,
     /// The key's spend in the current period after this request, if it has a spend cap.
     pub period_spend: Option<u64>,
+    /// What the server said of the request (route, status, tokens in and out, latency), when
+    /// it described it: a [`Principal`](crate::Principal) does, behind the tower layer or
+    /// [`KeyGate::check`](crate::KeyGate::check); [`Gate::finish`](crate::Gate::finish) leaves
+    /// it empty.
+    pub request: RequestInfo<'a>,
+}
+
+/// A settled request as the server saw it; every field is optional.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestInfo<'a> {
+    /// When the request was admitted.
+    pub admitted_at: Option<Timestamp>,
+    /// The route label the server gave the request.
+    pub route: Option<&'a str>,
+    /// The model the request asked for.
+    pub model: Option<&'a str>,
+    /// The provider the request went to.
+    pub provider: Option<&'a str>,
+    /// The client's address (the usage log keeps it only when told to).
+    pub client_ip: Option<core::net::IpAddr>,
+    /// The response's HTTP status.
+    pub status: Option<u16>,
+    /// Tokens of the request (a chat's prompt), when the handler split its usage.
+    pub tokens_in: Option<u32>,
+    /// Tokens of the reply (a chat's completion), when the handler split its usage.
+    pub tokens_out: Option<u32>,
+    /// From the start of the check to the end of the response body.
+    pub latency: Option<Duration>,
 }
 
 /// A key's spend in a period crossed a threshold of its cap.
@@ -179,8 +210,8 @@ pub trait EventSink: Send + Sync {
     }
 
     /// Whether the sink reads [`DecisionEvent::latency`]. A sink that does not (a counter, say)
-    /// returns `false` and the gate skips the two clock reads that measure it (about 40 ns a
-    /// check on the machine the benchmarks ran on); its events then carry no latency.
+    /// returns `false` and the gate skips the two clock reads that measure it; its events then
+    /// carry no latency.
     fn timed(&self) -> bool {
         true
     }
@@ -237,6 +268,32 @@ impl<T: EventSink + ?Sized> EventSink for alloc::sync::Arc<T> {
     }
 }
 
+/// A sink or none (a sink switched off by configuration).
+impl<T: EventSink> EventSink for Option<T> {
+    fn decision(&self, event: &DecisionEvent<'_>) {
+        if let Some(sink) = self {
+            sink.decision(event);
+        }
+    }
+    fn usage(&self, event: &UsageEvent<'_>) {
+        if let Some(sink) = self {
+            sink.usage(event);
+        }
+    }
+    #[cfg(feature = "alloc")]
+    fn alert(&self, alert: &SpendAlert<'_>) {
+        if let Some(sink) = self {
+            sink.alert(alert);
+        }
+    }
+    fn enabled(&self) -> bool {
+        self.as_ref().is_some_and(EventSink::enabled)
+    }
+    fn timed(&self) -> bool {
+        self.as_ref().is_some_and(EventSink::timed)
+    }
+}
+
 /// Both sinks, in order.
 impl<A: EventSink, B: EventSink> EventSink for (A, B) {
     fn decision(&self, event: &DecisionEvent<'_>) {
@@ -260,7 +317,9 @@ impl<A: EventSink, B: EventSink> EventSink for (A, B) {
     }
 }
 
-/// Spend thresholds, in percent of a key's cap (up to eight; default 50, 80 and 100).
+/// Spend thresholds, in percent of a key's cap (up to eight; default 50, 80 and 100): the
+/// gate's ([`Gate::with_spend_alerts`](crate::Gate::with_spend_alerts)), or a key's own
+/// ([`KeyRecord::spend_alerts`](crate::KeyRecord::spend_alerts)).
 ///
 /// ```
 /// use keygate::events::SpendAlerts;
@@ -270,7 +329,7 @@ impl<A: EventSink, B: EventSink> EventSink for (A, B) {
 /// // From 40 to 100: 50%, 80% and 100% at once.
 /// assert_eq!(alerts.crossed(100, 40, 100).collect::<Vec<_>>(), [50, 80, 100]);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SpendAlerts {
     percents: [u8; 8],
     len: u8,
@@ -299,6 +358,23 @@ impl SpendAlerts {
         }
         alerts.percents[..usize::from(alerts.len)].sort_unstable();
         alerts
+    }
+
+    /// The most thresholds a set holds.
+    #[must_use]
+    pub const fn capacity(&self) -> usize {
+        self.percents.len()
+    }
+
+    /// The thresholds, ascending.
+    ///
+    /// ```
+    /// use keygate::events::SpendAlerts;
+    /// assert_eq!(SpendAlerts::new(&[100, 0, 50, 50, 101]).percents(), [50, 100]);
+    /// ```
+    #[must_use]
+    pub fn percents(&self) -> &[u8] {
+        &self.percents[..usize::from(self.len)]
     }
 
     /// The thresholds crossed by spend going from `before` to `after` against `cap`: those with

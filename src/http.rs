@@ -18,7 +18,7 @@
 //! buffer with [`write_into`]. With `serde`, [`ErrorBody`] is also `Serialize`.
 //!
 //! ```
-//! use keygate::{bearer_token, ErrorBody, Realm};
+//! use keygate::http::{ErrorBody, Realm, bearer_token};
 //! let realm = Realm::new("api.example.com")?;
 //! let denial = bearer_token(None).unwrap_err();
 //! assert_eq!(denial.status(), 401);
@@ -45,7 +45,8 @@ pub use response::{
 /// request has no such header).
 ///
 /// ```
-/// use keygate::{bearer_token, DenialCode};
+/// use keygate::DenialCode;
+/// use keygate::http::bearer_token;
 /// assert_eq!(bearer_token(Some(b"Bearer abc.def")), Ok("abc.def"));
 /// assert_eq!(bearer_token(Some(b"  bEaReR   abc  ")), Ok("abc"));
 /// assert_eq!(bearer_token(None).unwrap_err().code(), DenialCode::MissingApiKey);

@@ -27,73 +27,44 @@ mod shard;
 pub mod store;
 pub mod time;
 pub mod tower;
+pub mod usage_log;
 pub mod verify;
 
-pub use cidr::{CidrError, IpCidr};
-pub use decision::{Denial, DenialCode, UnknownDenialCode};
-pub use format::{
-    FormatError, GenerateError, GeneratedKey, InvalidKeyId, KeyFormat, KeyId, KeyKind, MAX_TOKEN_LEN, OpaqueFormat,
-    ParseError, ParsedKey, SecretToken, SelectorFormat,
-};
+// The names a user needs; what only a store implementer, the management internals or the
+// sans-IO core need lives in its module (`keygate::limit::Gcra`, `keygate::verify::Lookup`).
+pub use cidr::IpCidr;
+pub use decision::{Denial, DenialCode};
+pub use format::{KeyId, KeyKind};
 #[cfg(feature = "alloc")]
-pub use gate::{Gate, Pass};
-pub use http::{
-    BufferTooSmall, Challenge, DenialHeader, DenialHeaders, ErrorBody, HeaderValue, InvalidRealm, Realm, bearer_token,
-    write_into,
-};
-#[cfg(feature = "alloc")]
-pub use limit::{Admission, Finished, LimitRequest, Limiter, Usage};
-pub use limit::{
-    Applied, CellId, CellState, Gcra, InlineHeaderValue, LimitBatch, LimitError, LimitName, LimitOp, LimitStatus,
-    LimitStore, MAX_CELLS, MAX_STATE, NotUntil, OpenAiDuration, RateLimitHeaders, RateLimitStatus, Refused,
-};
+pub use gate::Gate;
 #[cfg(feature = "std")]
-pub use limit::{DirectLimiter, MemoryLimitStore};
+pub use gate::{KeyGate, Principal};
+#[cfg(feature = "std")]
+pub use limit::MemoryLimitStore;
 #[cfg(feature = "redis")]
-pub use limit::{RedisConfig, RedisLimitStore};
+pub use limit::RedisLimitStore;
 #[cfg(feature = "alloc")]
-pub use manage::{
-    Access, Caller, CreateKey, CreatedKey, DEFAULT_PAGE, InvalidValue, KeyPage, ListKeys, MAX_ALLOWED_IPS,
-    MAX_ECHOED_NAME, MAX_METADATA_DEPTH, MAX_METADATA_LEN, MAX_NAME_LEN, MAX_PROVIDER_LEN, MAX_PROVIDERS,
-    MAX_TEAM_ID_LEN, MAX_USD_MICROS, ManageConfig, ManageError, Manager, Metadata, MetadataError, MoneyError, Patch,
-    RateLimitPatch, RotateKey, Rotated, RotationPlan, UpdateKey, Usd, check_create, check_delete, check_get, expire_by,
-    plan_create, plan_list, plan_rotation, plan_update, record_use, successor_name,
-};
-#[cfg(feature = "json")]
-pub use manage::{
-    DeletedResponse, ErrorResponse, KeyListResponse, KeyResponse, KeyView, ManageRequest, ManageResponse, ManageRoute,
-    RotatedResponse,
-};
-#[cfg(feature = "std")]
-pub use manage::{Flushed, LastUsed};
+pub use limit::{LimitRequest, LimitStore, Usage};
 #[cfg(feature = "alloc")]
-pub use policy::{
-    Authorized, FREE_SUFFIX, MAX_MODEL_PATTERN_LEN, ModelAllowlist, ModelPattern, ModelPatternError, RequestAttrs,
-    Scope, Scopes, authorize,
-};
-pub use policy::{MAX_REQUIRED_SCOPES, MAX_REQUIRED_SCOPES_LEN, MAX_SCOPE_LEN, RequiredScopes, ScopeError};
+pub use manage::{Caller, ManageConfig, Manager};
+pub use policy::RequiredScopes;
 #[cfg(feature = "alloc")]
-pub use record::{Credits, InvalidStatus, KeyRecord, KeyShape, KeyStatus, RateLimits, SpendCap, SpendPeriod};
-pub use secret::{
-    DIGEST_LEN, DigestCheck, DigestScheme, Pepper, PepperError, PepperId, Peppers, StoredDigest, ct_eq_32,
-};
+pub use policy::{ModelAllowlist, RequestedModel, Requirements, Scopes};
+#[cfg(feature = "alloc")]
+pub use record::{Credits, KeyRecord, KeyStatus, RateLimits, SpendCap, SpendPeriod};
+pub use secret::Pepper;
+#[cfg(feature = "cache")]
+pub use store::CachedStore;
 #[cfg(feature = "std")]
 pub use store::MemoryStore;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use store::SqlConfig;
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 #[cfg(feature = "alloc")]
-pub use store::{AsyncKeyStore, KeyStore, ListQuery, MAX_PAGE, Page, Ready, StoreError};
-#[cfg(feature = "cache")]
-pub use store::{CacheConfig, CachedStore};
-#[cfg(feature = "postgres")]
-pub use store::{KeyChange, KeyChanges, PostgresStore};
-pub use time::{Date, Timestamp, TimestampError};
-#[cfg(feature = "alloc")]
-pub use verify::Verified;
-pub use verify::{Lookup, Verifier};
+pub use store::{AsyncKeyStore, KeyStore, StoreError};
+pub use time::Timestamp;
+pub use verify::Verifier;
 
-/// The operating system's random number generator, for [`Verifier::issue`] and key generation.
 #[cfg(feature = "std")]
 pub use getrandom::SysRng as OsRng;

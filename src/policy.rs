@@ -1,14 +1,14 @@
 //! The policy stage: may a verified key make this request? (403s)
 //!
 //! ```text
-//! Verified<R> + RequestAttrs {scopes, model, provider, client_ip} + now
+//! Verified<R> + Requirements {scopes, model, provider, client_ip} + now
 //!     ──► authorize ──► Authorized<R>  |  Denial: key_blocked, ip_not_allowed,
 //!                                          insufficient_scope, model_not_allowed,
 //!                                          provider_not_allowed (403)
 //! ```
 //!
 //! [`authorize`] is a pure function over what [`KeyRecord`](crate::KeyRecord) stores, checked in
-//! the order of DESIGN.md's table. The record holds its rules pre-parsed, so evaluation is byte
+//! the order of the decision table. The record holds its rules pre-parsed, so evaluation is byte
 //! comparisons with no parsing and no allocation:
 //!
 //! - **Scopes** ([`Scopes`], [`Scope`]): case-insensitive (stored lowercased), `:`-separated
@@ -26,13 +26,17 @@
 
 mod authorize;
 mod model;
+#[cfg(feature = "alloc")]
+mod requirements;
 mod scope;
 mod scopes;
 
 #[cfg(feature = "alloc")]
-pub use authorize::{Authorized, RequestAttrs, authorize};
+pub use authorize::{Authorized, authorize};
 #[cfg(feature = "alloc")]
 pub use model::{FREE_SUFFIX, MAX_MODEL_PATTERN_LEN, ModelAllowlist, ModelPattern, ModelPatternError};
+#[cfg(feature = "alloc")]
+pub use requirements::{RequestedModel, Requirements};
 pub use scope::{MAX_REQUIRED_SCOPES, MAX_REQUIRED_SCOPES_LEN, MAX_SCOPE_LEN, RequiredScopes, ScopeError};
 #[cfg(feature = "alloc")]
 pub use scopes::{Scope, Scopes};

@@ -1,6 +1,6 @@
 //! What the store keeps about a key (needs `alloc`).
 //!
-//! A [`KeyRecord`] holds everything the pipeline evaluates (DESIGN.md's table): the digest and
+//! A [`KeyRecord`] holds everything the pipeline evaluates (the decision table): the digest and
 //! status the verification stage checks; the soft block, IP allowlist, scopes and model and
 //! provider allowlists of the policy stage; the rate limits, concurrency cap and spend cap of the
 //! limit stage; and the team, name, timestamps and metadata the management API shows.
@@ -14,7 +14,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::{IpCidr, KeyId, KeyKind, ModelAllowlist, Scopes, StoredDigest, Timestamp};
+use crate::events::SpendAlerts;
+use crate::secret::StoredDigest;
+use crate::{IpCidr, KeyId, KeyKind, ModelAllowlist, Scopes, Timestamp};
 
 /// A key's lifecycle state. Revoked is terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -163,6 +165,9 @@ pub struct KeyRecord {
     pub spend_cap: Option<SpendCap>,
     /// Credits consumed per request.
     pub credits: Option<Credits>,
+    /// The thresholds of the spend cap that raise a [`SpendAlert`](crate::events::SpendAlert)
+    /// for this key, once per period each; `None`: the gate's (by default 50%, 80% and 100%).
+    pub spend_alerts: Option<SpendAlerts>,
     /// Caller-defined data, as the text of a JSON object.
     pub metadata: Option<String>,
     /// When the key was created.
@@ -173,6 +178,10 @@ pub struct KeyRecord {
     pub expires_at: Option<Timestamp>,
     /// When the key was last used (written at most once per interval, off the hot path).
     pub last_used_at: Option<Timestamp>,
+    /// The key whose limit counters this key continues (its spend, credits, rates and
+    /// concurrency), set when the key is rotated out of that one; `None`: its own. Read it
+    /// through [`KeyRecord::budget_id`].
+    pub inherits_budget: Option<KeyId>,
 }
 
 impl KeyRecord {
@@ -197,12 +206,35 @@ impl KeyRecord {
             rate_limit: RateLimits { requests_per_minute: None, tokens_per_minute: None, concurrency: None },
             spend_cap: None,
             credits: None,
+            spend_alerts: None,
             metadata: None,
             created_at: now,
             updated_at: now,
             expires_at: None,
             last_used_at: None,
+            inherits_budget: None,
         }
+    }
+
+    /// The id the limiter keeps this key's counters under: the key it was rotated out of (see
+    /// [`KeyRecord::inherits_budget`]), or its own. A successor and its predecessor share one
+    /// budget, so a rotation neither refills credits nor restarts a spend cap.
+    ///
+    /// ```
+    /// use keygate::{KeyId, KeyKind, KeyRecord, Timestamp};
+    /// use keygate::record::KeyShape;
+    /// use keygate::secret::StoredDigest;
+    /// let id = KeyId::new("successor")?;
+    /// let mut r = KeyRecord::new(id, KeyShape::Selector, KeyKind::STANDARD, StoredDigest::sha256_of(b""), Timestamp::EPOCH);
+    /// assert_eq!(r.budget_id(), id);
+    /// r.inherits_budget = Some(KeyId::new("predecessor")?);
+    /// assert_eq!(r.budget_id().as_str(), "predecessor");
+    /// # Ok::<(), Box<dyn core::error::Error>>(())
+    /// ```
+    #[must_use]
+    #[inline]
+    pub fn budget_id(&self) -> KeyId {
+        self.inherits_budget.unwrap_or(self.id)
     }
 
     /// Whether the key has expired at `now`.

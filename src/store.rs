@@ -19,7 +19,8 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use crate::{KeyId, KeyRecord, Lookup};
+use crate::verify::Lookup;
+use crate::{KeyId, KeyRecord};
 
 mod async_store;
 #[cfg(feature = "cache")]
@@ -27,24 +28,20 @@ mod cached;
 mod drive;
 #[cfg(feature = "std")]
 mod memory;
-#[cfg(feature = "postgres")]
-mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
-#[cfg(feature = "sqlite")]
-mod sqlite;
-pub use async_store::{AsyncKeyStore, Ready};
+pub use async_store::AsyncKeyStore;
 #[cfg(feature = "cache")]
-pub use cached::{CacheConfig, CachedStore};
-pub(crate) use drive::{Awaiting, Backend, Blocking, resolve};
+pub use cached::{CacheConfig, CachedStore, KeyIds};
+pub(crate) use drive::resolve;
 #[cfg(feature = "std")]
 pub use memory::MemoryStore;
-#[cfg(feature = "postgres")]
-pub use postgres::{KeyChange, KeyChanges, PostgresStore};
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use sql::SqlConfig;
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteStore;
+pub use sql::SqliteStore;
+#[cfg(feature = "postgres")]
+pub use sql::{KeyChange, KeyChanges, PostgresStore};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sql::{SqlConfig, SqlStore};
 
 /// The largest page [`KeyStore::list`] returns (the AI Stats API's maximum).
 pub const MAX_PAGE: usize = 250;
@@ -69,6 +66,25 @@ pub enum StoreError {
     /// The backend holds data that is not a valid record.
     #[error("the key store holds an unreadable record")]
     Corrupt,
+}
+
+/// A batch insert ([`AsyncKeyStore::insert_batch`]) stored none of its records.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// These records (their positions in the batch, in order) have an id, or an opaque
+    /// digest, that the store holds already or that an earlier record of the batch has.
+    #[error("{} records of the batch exist already", .0.len())]
+    Conflicts(Vec<usize>),
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for BatchError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
 }
 
 /// Which page of which keys to list.
@@ -104,28 +120,14 @@ pub struct Page {
 pub trait KeyStore {
     /// Finds the record a presented key names. This is on the hot path.
     ///
+    /// [`Lookup::Kid`] may be answered with a stand-in for a kid the store does not hold (see
+    /// [`Lookup`]); [`MemoryStore`] does, a store without stand-ins answers it as
+    /// [`Lookup::Id`]. A store wrapping another forwards the lookup as it is.
+    ///
     /// # Errors
     ///
     /// A [`StoreError`] if the backend fails; the caller then fails closed.
     fn lookup(&self, lookup: &Lookup) -> Result<Option<Arc<KeyRecord>>, StoreError>;
-
-    /// Finds the record of a presented kid as verification wants it: like
-    /// `lookup(&Lookup::Id(*id))`, except that a store may answer a kid it does not hold with a
-    /// *stand-in*, another of its records read the way a hit reads its own, so that a miss
-    /// costs what a hit costs and the time taken does not tell which kids exist.
-    ///
-    /// Verification accepts a record only if its id is the kid presented, so a stand-in is
-    /// compared against and always rejected (`invalid_api_key`). Only verification should call
-    /// this; everything else wants [`KeyStore::lookup`] or [`KeyStore::get`]. The default is the
-    /// plain lookup; [`MemoryStore`] answers misses with stand-ins. A store that wraps another
-    /// should forward this method, or the inner store's stand-ins are lost.
-    ///
-    /// # Errors
-    ///
-    /// A [`StoreError`] if the backend fails; the caller then fails closed.
-    fn lookup_kid_or_stand_in(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        self.lookup(&Lookup::Id(*id))
-    }
 
     /// Finds a record by id, whatever its shape.
     ///
@@ -174,9 +176,6 @@ macro_rules! forward_key_store {
         impl<S: KeyStore + ?Sized> KeyStore for $ty {
             fn lookup(&self, lookup: &Lookup) -> Result<Option<Arc<KeyRecord>>, StoreError> {
                 (**self).lookup(lookup)
-            }
-            fn lookup_kid_or_stand_in(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-                (**self).lookup_kid_or_stand_in(id)
             }
             fn get(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
                 (**self).get(id)

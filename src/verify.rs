@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! token ──► Verifier::parse  ──► ParsedKey
-//!       ──► Verifier::lookup ──► Lookup::Id(kid) | Lookup::Digest(HMAC of an opaque token)
+//!       ──► Verifier::lookup ──► Lookup::Kid(kid) | Lookup::Digest(HMAC of an opaque token)
 //!        (the caller's I/O: store.lookup(&lookup) → Option<record>)
 //!       ──► Verifier::verify(key, lookup, record, now) ──► Verified<R> | Denial (401)
 //! ```
@@ -14,8 +14,7 @@
 //! [`Lookup::Digest`] to [`Verifier::verify`], so it is computed once. For a selector key,
 //! `verify` computes it without waiting to learn the record's pepper: the SHA-256 rounds then do
 //! not depend on the record's memory, and the store's lock and reference-count updates happen
-//! before them rather than stalled behind them (measured: about 40 ns per request on the machine
-//! the benchmarks ran on). A record under a previous pepper (during a rotation) needs a second
+//! before them rather than stalled behind them. A record under a previous pepper (during a rotation) needs a second
 //! HMAC; [`Peppers`] keeps that equal work.
 //!
 //! # What is revealed, and when
@@ -42,9 +41,21 @@ use crate::secret::{Peppers, StoredDigest};
 const MAX_FORMATS: usize = 4;
 
 /// What a store is asked for: a record by its id (selector keys) or by digest (opaque keys).
+///
+/// A presented kid is asked for as [`Lookup::Kid`], which lets a store answer a kid it does not
+/// hold with a *stand-in*: another of its records, read the way a hit reads its own, so that a
+/// miss costs what a hit costs and the time taken does not tell which kids exist. Verification
+/// accepts a record only if its id is the kid presented, so a stand-in is compared against and
+/// always rejected (`invalid_api_key`). Because the request travels in the one required method,
+/// [`KeyStore::lookup`](crate::KeyStore::lookup), a store that wraps another forwards it by
+/// forwarding `lookup`: the property cannot be lost on the way. A store without stand-ins
+/// answers `Kid` as it answers `Id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Lookup {
-    /// The record whose id is the kid of the presented key.
+    /// The record whose id is the kid of a presented key, or a stand-in (see above). Only
+    /// verification asks this; everything else wants [`Lookup::Id`].
+    Kid(KeyId),
+    /// The record with this id, exactly (management, migration, last-used writes).
     Id(KeyId),
     /// The opaque record whose stored digest has these bytes (under this scheme).
     Digest(StoredDigest),
@@ -53,7 +64,9 @@ pub enum Lookup {
 /// Parses, digests and verifies presented keys: the formats accepted and the loaded peppers.
 ///
 /// ```
-/// use keygate::{KeyFormat, Pepper, PepperId, Peppers, SelectorFormat, Verifier};
+/// use keygate::{Pepper, Verifier};
+/// use keygate::format::{KeyFormat, SelectorFormat};
+/// use keygate::secret::{PepperId, Peppers};
 /// let verifier = Verifier::new(
 ///     SelectorFormat::new("aistats")?,
 ///     Peppers::new(Pepper::new(PepperId(1), &[0x42; 32])?),
@@ -138,7 +151,7 @@ impl Verifier {
     #[must_use]
     pub fn lookup(&self, key: &ParsedKey<'_>) -> Lookup {
         match key.key_id() {
-            Some(id) => Lookup::Id(id),
+            Some(id) => Lookup::Kid(id),
             None => Lookup::Digest(self.peppers.digest(key.secret())),
         }
     }
@@ -187,7 +200,7 @@ mod with_alloc {
     use crate::format::{GenerateError, GeneratedKey, KeyFormat, KeyKind, ParsedKey};
     use crate::record::{KeyRecord, KeyShape, KeyStatus};
     use crate::secret::{DigestCheck, DigestScheme, StoredDigest};
-    use crate::store::{AsyncKeyStore, KeyStore, StoreError};
+    use crate::store::{AsyncKeyStore, KeyStore, StoreError, resolve};
     use crate::{Denial, DenialCode, Timestamp};
 
     /// Proof that a presented key's secret matched its record and the key is usable now.
@@ -265,7 +278,7 @@ mod with_alloc {
             let found = core::hint::black_box(record.as_ref().map(Borrow::borrow));
             let current = self.peppers.current();
             let rehash = match lookup {
-                Lookup::Id(id) => {
+                Lookup::Kid(id) | Lookup::Id(id) => {
                     let mac = current.mac(key.secret());
                     // Equal work without a record: the digest and the same fields are compared,
                     // without short-circuiting, on a placeholder record (measured by
@@ -307,50 +320,28 @@ mod with_alloc {
 
         /// The whole stage over a synchronous store: parse `token`, look it up (with the
         /// fallback digests for opaque keys), verify, and migrate a key whose digest wants a
-        /// re-digest (best effort: a failed migration does not fail the request).
+        /// re-digest (best effort: a failed migration does not fail the request). The same
+        /// steps as [`Verifier::authenticate_async`], run to completion at once.
         ///
         /// # Errors
         ///
         /// A [`Denial`]: the 401 codes of [`Verifier::verify`], or `auth_unavailable` (503) if
         /// the store fails (fail closed).
-        pub fn authenticate<S: KeyStore + ?Sized>(
+        #[inline]
+        pub fn authenticate<S: KeyStore + Send + Sync + ?Sized>(
             &self,
             store: &S,
             token: &str,
             now: Timestamp,
         ) -> Result<Verified<Arc<KeyRecord>>, Denial> {
-            let key = self.parse(token).map_err(|_| Denial::new(DenialCode::InvalidApiKey))?;
-            let unavailable = |_: StoreError| Denial::new(DenialCode::AuthUnavailable);
-            // The store's lock and reference-count updates all happen here, before the HMAC in
-            // `verify`: placed after it, each waits for the SHA-256 rounds to finish (measured
-            // about 0.35x of the baseline slower).
-            let mut lookup = self.lookup(&key);
-            // A kid the store does not hold may come back as a stand-in: another record, which
-            // `verify` compares against and rejects, so a miss does the work of a wrong secret.
-            let mut record = match &lookup {
-                Lookup::Id(id) => store.lookup_kid_or_stand_in(id),
-                Lookup::Digest(_) => store.lookup(&lookup),
-            }
-            .map_err(unavailable)?;
-            if record.is_none() && key.is_opaque() {
-                // Not under the current pepper: an opaque key may be under a previous one, or
-                // imported as plain SHA-256.
-                for fallback in self.fallback_lookups(&key) {
-                    if let Some(r) = store.lookup(&fallback).map_err(unavailable)? {
-                        (lookup, record) = (fallback, Some(r));
-                        break;
-                    }
-                }
-            }
-            let verified = self.verify(&key, &lookup, record, now)?;
-            if let Some(new) = verified.rehash {
-                migrate(store, verified.record(), new);
-            }
-            Ok(verified)
+            resolve(self.authenticate_async(store, token, now))
+                .unwrap_or_else(|| Err(Denial::new(DenialCode::AuthUnavailable)))
         }
 
-        /// [`Verifier::authenticate`] over an asynchronous store: the same stage, awaiting each
-        /// lookup (and the migration write, if a key wants one).
+        /// The whole stage over any store (every [`KeyStore`] is an [`AsyncKeyStore`]): parse
+        /// `token`, look it up (with the fallback digests for opaque keys), verify, and migrate
+        /// a key whose digest wants a re-digest (best effort: a failed migration does not fail
+        /// the request).
         ///
         /// # Errors
         ///
@@ -363,13 +354,16 @@ mod with_alloc {
         ) -> Result<Verified<Arc<KeyRecord>>, Denial> {
             let key = self.parse(token).map_err(|_| Denial::new(DenialCode::InvalidApiKey))?;
             let unavailable = |_: StoreError| Denial::new(DenialCode::AuthUnavailable);
+            // The store's lock and reference-count updates all happen here, before the HMAC in
+            // `verify`: placed after it, each would wait for the SHA-256 rounds to finish.
+            // A kid the store does not hold may come back as a stand-in (`Lookup::Kid`): another
+            // record, which `verify` compares against and rejects, so a miss does the work of a
+            // wrong secret.
             let mut lookup = self.lookup(&key);
-            let mut record = match &lookup {
-                Lookup::Id(id) => store.lookup_kid_or_stand_in(id).await,
-                Lookup::Digest(_) => store.lookup(&lookup).await,
-            }
-            .map_err(unavailable)?;
+            let mut record = store.lookup(&lookup).await.map_err(unavailable)?;
             if record.is_none() && key.is_opaque() {
+                // Not under the current pepper: an opaque key may be under a previous one, or
+                // imported as plain SHA-256.
                 for fallback in self.fallback_lookups(&key) {
                     if let Some(r) = store.lookup(&fallback).await.map_err(unavailable)? {
                         (lookup, record) = (fallback, Some(r));
@@ -379,28 +373,26 @@ mod with_alloc {
             }
             let verified = self.verify(&key, &lookup, record, now)?;
             if let Some(new) = verified.rehash {
-                let mut migrated = verified.record().clone();
-                migrated.digest = new;
-                // A conflict means another request migrated it first; either way is fine.
-                let _ = store.replace(verified.record().revision, migrated).await;
+                migrate(store, verified.record(), new).await;
             }
             Ok(verified)
         }
 
-        /// Issues a new key of `kind` in the primary format: the token (show it once) and the
-        /// record to store, active and unrestricted, created at `now`.
+        /// Issues a new key of `kind` in the primary format (or, for a kind the primary format
+        /// does not have, such as a management kind beside an opaque primary format, in the first
+        /// accepted format that has it): the token (show it once) and the record to store, active
+        /// and unrestricted, created at `now`.
         ///
         /// # Errors
         ///
-        /// [`GenerateError`] if the RNG fails or the format has no such kind.
+        /// [`GenerateError`] if the RNG fails or no accepted format has such a kind.
         pub fn issue<G: TryCryptoRng + ?Sized>(
             &self,
             rng: &mut G,
             kind: KeyKind,
             now: Timestamp,
         ) -> Result<(GeneratedKey, KeyRecord), GenerateError> {
-            let format = self.primary_format();
-            let generated = format.generate(rng, kind)?;
+            let (format, generated) = self.generate(rng, kind)?;
             let parsed = format.parse(generated.token().expose_secret()).map_err(|_| GenerateError::Config)?;
             let shape = match format {
                 KeyFormat::Selector(_) => KeyShape::Selector,
@@ -412,18 +404,35 @@ mod with_alloc {
         }
     }
 
+    impl Verifier {
+        /// A key of `kind` from the primary format, or from the first format that has the kind.
+        fn generate<G: TryCryptoRng + ?Sized>(
+            &self,
+            rng: &mut G,
+            kind: KeyKind,
+        ) -> Result<(&KeyFormat, GeneratedKey), GenerateError> {
+            for format in self.formats() {
+                match format.generate(rng, kind) {
+                    Err(GenerateError::Kind) => {}
+                    generated => return generated.map(|g| (format, g)),
+                }
+            }
+            Err(GenerateError::Kind)
+        }
+    }
+
     /// The placeholder verification compares against when the store found no record: no key's
     /// id, and the dummy digest under the current pepper, so the comparison takes exactly the
     /// path a real record's does (and cannot match: `verify` also requires a record).
-    pub(super) fn no_record(peppers: &crate::Peppers) -> KeyRecord {
+    pub(super) fn no_record(peppers: &crate::secret::Peppers) -> KeyRecord {
         KeyRecord::new(crate::KeyId::NONE, KeyShape::Selector, KeyKind::STANDARD, peppers.dummy(), Timestamp::EPOCH)
     }
 
     /// Stores the re-digested record; a conflict means another request migrated it first.
     #[cold]
-    fn migrate<S: KeyStore + ?Sized>(store: &S, record: &KeyRecord, digest: StoredDigest) {
+    async fn migrate<S: AsyncKeyStore + ?Sized>(store: &S, record: &KeyRecord, digest: StoredDigest) {
         let mut migrated = record.clone();
         migrated.digest = digest;
-        let _ = store.replace(record.revision, migrated);
+        let _ = store.replace(record.revision, migrated).await;
     }
 }

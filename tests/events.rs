@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keygate::events::{DecisionEvent, EventSink, SpendAlert, SpendAlerts, UsageEvent, UsageStats};
+use keygate::format::SelectorFormat;
+use keygate::limit::Limiter;
+use keygate::secret::{PepperId, Peppers};
 use keygate::{
-    DenialCode, Gate, KeyKind, KeyRecord, KeyStatus, KeyStore, LimitRequest, Limiter, MemoryLimitStore, MemoryStore,
-    ModelAllowlist, Pepper, PepperId, Peppers, RequestAttrs, SelectorFormat, SpendCap, SpendPeriod, Timestamp, Usage,
-    Verifier,
+    DenialCode, Gate, KeyKind, KeyRecord, KeyStatus, KeyStore, MemoryLimitStore, MemoryStore, ModelAllowlist, Pepper,
+    Requirements, SpendCap, SpendPeriod, Timestamp, Usage, Verifier,
 };
 
 /// 2027-01-15T08:00:00Z.
@@ -72,15 +74,15 @@ fn one_event_per_decision_with_the_right_fields() {
     });
     let header = format!("Bearer {token}");
     let kid = record.id.to_string();
-    let attrs = RequestAttrs::new().with_route("chat").with_model("gpt-4o");
-    let check = |h: Option<&str>, attrs: &RequestAttrs<'_>| {
-        gate.check(h.map(str::as_bytes), attrs, LimitRequest::new(), NOW).map(|p| p.finish(Usage::default(), NOW))
+    let attrs = Requirements::new().with_route("chat").with_model("gpt-4o");
+    let check = |h: Option<&str>, attrs: &Requirements| {
+        gate.check(h.map(str::as_bytes), attrs, NOW).map(|p| gate.finish(p, Usage::default(), NOW))
     };
     assert!(check(Some(&header), &attrs).is_ok());
     assert!(check(None, &attrs).is_err());
     let wrong = format!("{}{}", &header[..header.len() - 1], if header.ends_with('A') { 'E' } else { 'A' });
     assert!(check(Some(&wrong), &attrs).is_err());
-    assert!(check(Some(&header), &attrs.with_model("claude-3")).is_err());
+    assert!(check(Some(&header), &attrs.clone().with_model("claude-3")).is_err());
     assert!(check(Some(&header), &attrs).is_ok());
     assert!(check(Some(&header), &attrs).is_err()); // the third request in the minute
 
@@ -92,7 +94,9 @@ fn one_event_per_decision_with_the_right_fields() {
         ),
         "missing_api_key kid=- verified=false team=None route=Some(\"chat\")".to_owned(),
         format!("invalid_api_key kid={kid} verified=false team=None"),
-        format!("model_not_allowed kid={kid} verified=true team=None route=Some(\"chat\") model=Some(\"claude-3\")"),
+        format!(
+            "model_not_allowed kid={kid} verified=true team=Some(\"team-a\") route=Some(\"chat\") model=Some(\"claude-3\")"
+        ),
         format!("allowed kid={kid} verified=true"),
         format!("rate_limited kid={kid} verified=true"),
     ];
@@ -109,7 +113,7 @@ fn one_event_per_decision_with_the_right_fields() {
 fn revoked_and_other_verified_denials_say_so() {
     let (gate, rec, token, record) = setup(|r| r.status = KeyStatus::Revoked);
     let header = format!("Bearer {token}");
-    let denial = gate.check(Some(header.as_bytes()), &RequestAttrs::new(), LimitRequest::new(), NOW).unwrap_err();
+    let denial = gate.check(Some(header.as_bytes()), &Requirements::new(), NOW).unwrap_err();
     assert_eq!(denial.code(), DenialCode::RevokedApiKey);
     let line = rec.decisions.lock().unwrap()[0].clone();
     assert!(line.starts_with(&format!("revoked_api_key kid={} verified=true", record.id)), "{line}");
@@ -121,7 +125,7 @@ fn thresholds_fire_once_each_per_period() {
         setup(|r| r.spend_cap = Some(SpendCap { amount_micros: 100, period: SpendPeriod::Day }));
     let header = format!("Bearer {token}");
     let spend = |micros: u64, at: Timestamp| {
-        let pass = gate.check(Some(header.as_bytes()), &RequestAttrs::new(), LimitRequest::new(), at).unwrap();
+        let pass = gate.check(Some(header.as_bytes()), &Requirements::new(), at).unwrap();
         gate.finish(pass, Usage::new(10, micros), at).unwrap();
     };
     spend(40, NOW); // 40: nothing
@@ -130,7 +134,7 @@ fn thresholds_fire_once_each_per_period() {
     spend(10, NOW); // 100: 100%
     assert_eq!(*rec.alerts.lock().unwrap(), [(50, 80), (80, 80), (100, 100)]);
     // At the cap the next request is refused (quota_exceeded); the next day starts over.
-    let refused = gate.check(Some(header.as_bytes()), &RequestAttrs::new(), LimitRequest::new(), NOW).unwrap_err();
+    let refused = gate.check(Some(header.as_bytes()), &Requirements::new(), NOW).unwrap_err();
     assert_eq!(refused.code(), DenialCode::QuotaExceeded);
     let tomorrow = NOW.saturating_add(Duration::from_secs(16 * 3600));
     spend(60, tomorrow);
@@ -147,9 +151,7 @@ fn thresholds_fire_exactly_once_under_contention() {
         for _ in 0..4 {
             s.spawn(|| {
                 for _ in 0..25 {
-                    if let Ok(pass) =
-                        gate.check(Some(header.as_bytes()), &RequestAttrs::new(), LimitRequest::new(), NOW)
-                    {
+                    if let Ok(pass) = gate.check(Some(header.as_bytes()), &Requirements::new(), NOW) {
                         gate.finish(pass, Usage::new(1, 100), NOW).unwrap();
                     }
                 }
@@ -175,18 +177,17 @@ fn usage_stats_count_per_key_and_period() {
     record.allowed_models = ModelAllowlist::new(["gpt-4o"]).unwrap();
     let id = gate.store().insert(record).unwrap().id;
     let header = format!("Bearer {}", key.token().expose_secret());
-    let attrs = RequestAttrs::new().with_model("gpt-4o");
+    let attrs = Requirements::new().with_model("gpt-4o");
     for _ in 0..3 {
-        let pass = gate.check(Some(header.as_bytes()), &attrs, LimitRequest::new(), NOW).unwrap();
+        let pass = gate.check(Some(header.as_bytes()), &attrs, NOW).unwrap();
         gate.finish(pass, Usage::new(100, 2_000), NOW).unwrap();
     }
-    assert!(gate.check(Some(header.as_bytes()), &attrs.with_model("x"), LimitRequest::new(), NOW).is_err());
+    assert!(gate.check(Some(header.as_bytes()), &attrs.clone().with_model("x"), NOW).is_err());
     // Made-up kids are not counted.
     assert!(
         gate.check(
             Some(b"Bearer aistats_v1_sk_ZZZZZZZZZZZZZZZZ_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
             &attrs,
-            LimitRequest::new(),
             NOW
         )
         .is_err()
@@ -228,9 +229,9 @@ fn untimed_sinks_get_no_latency() {
         .with_events(Arc::clone(&untimed));
     let both = Gate::new(verifier, MemoryStore::new(), Limiter::new(MemoryLimitStore::new()))
         .with_events((Arc::clone(&untimed), Arc::clone(&recorder)));
-    let attrs = RequestAttrs::new();
-    assert!(alone.check(None, &attrs, LimitRequest::new(), NOW).is_err());
-    assert!(both.check(None, &attrs, LimitRequest::new(), NOW).is_err());
+    let attrs = Requirements::new();
+    assert!(alone.check(None, &attrs, NOW).is_err());
+    assert!(both.check(None, &attrs, NOW).is_err());
     let seen = untimed.0.lock().unwrap().clone();
     assert_eq!(seen.len(), 2);
     assert!(seen[0].is_none(), "alone, an untimed sink gets no latency");

@@ -4,10 +4,10 @@
 #![cfg(feature = "std")]
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc, clippy::unwrap_used)]
 
-use keygate::{
-    KeyFormat, KeyKind, KeyStore, MemoryStore, OpaqueFormat, Pepper, PepperId, Peppers, SelectorFormat, Timestamp,
-    Verifier, bearer_token,
-};
+use keygate::format::{KeyFormat, OpaqueFormat, SelectorFormat};
+use keygate::http::bearer_token;
+use keygate::secret::{PepperId, Peppers};
+use keygate::{KeyKind, KeyStore, MemoryStore, Pepper, Timestamp, Verifier};
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -141,7 +141,7 @@ fn every_single_character_change_is_refused() {
     let opaque = OpaqueFormat::new("sk-aisa-").unwrap().generate(&mut rng).unwrap();
     let digest = v.peppers().digest(opaque.token().expose_secret().as_bytes());
     store
-        .insert(keygate::KeyRecord::new(opaque.id(), keygate::KeyShape::Opaque, KeyKind::STANDARD, digest, now))
+        .insert(keygate::KeyRecord::new(opaque.id(), keygate::record::KeyShape::Opaque, KeyKind::STANDARD, digest, now))
         .unwrap();
     tokens.push(opaque.token().expose_secret().to_owned());
 

@@ -6,11 +6,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use keygate::format::SelectorFormat;
+use keygate::http::{BufferTooSmall, ErrorBody, HeaderValue, Realm, bearer_token, write_into};
+use keygate::limit::Limiter;
+use keygate::policy::authorize;
+use keygate::secret::{PepperId, Peppers};
+use keygate::store::{ListQuery, Page};
+use keygate::verify::Lookup;
 use keygate::{
-    BufferTooSmall, Denial, DenialCode, ErrorBody, HeaderValue, KeyId, KeyKind, KeyRecord, KeyStatus, KeyStore,
-    LimitRequest, Limiter, ListQuery, Lookup, MemoryLimitStore, MemoryStore, ModelAllowlist, Page, Pepper, PepperId,
-    Peppers, Realm, RequestAttrs, RequiredScopes, Scopes, SelectorFormat, SpendCap, SpendPeriod, StoreError, Timestamp,
-    Usage, Verifier, authorize, bearer_token, write_into,
+    Denial, DenialCode, KeyId, KeyKind, KeyRecord, KeyStatus, KeyStore, LimitRequest, MemoryLimitStore, MemoryStore,
+    ModelAllowlist, Pepper, RequiredScopes, Requirements, Scopes, SpendCap, SpendPeriod, StoreError, Timestamp, Usage,
+    Verifier,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -60,7 +66,7 @@ fn every_denial() -> (String, Vec<Denial>) {
 
     let ok_ip = "10.0.0.1".parse().unwrap();
     let needs: RequiredScopes = "chat:write keys:read".parse().unwrap();
-    let run = |header: Option<&[u8]>, attrs: RequestAttrs<'_>| -> Denial {
+    let run = |header: Option<&[u8]>, attrs: Requirements| -> Denial {
         bearer_token(header)
             .and_then(|t| v.authenticate(&store, t, NOW))
             .and_then(|ok| authorize(ok, &attrs, NOW))
@@ -73,32 +79,32 @@ fn every_denial() -> (String, Vec<Denial>) {
         change(&mut r);
         store.replace(rev, r).unwrap();
     };
-    let base = RequestAttrs::new().with_client_ip(ok_ip);
+    let base = Requirements::new().with_client_ip(ok_ip);
     let mut out = vec![
-        run(None, base),
+        run(None, base.clone()),
         run(
             Some(
                 format!("Bearer {}{}", &token[..token.len() - 1], if token.ends_with('x') { 'y' } else { 'x' })
                     .as_bytes(),
             ),
-            base,
+            base.clone(),
         ),
     ];
     for status in [KeyStatus::Revoked, KeyStatus::Disabled] {
         with(&|r| r.status = status);
-        out.push(run(Some(header.as_bytes()), base));
+        out.push(run(Some(header.as_bytes()), base.clone()));
         with(&|r| r.status = KeyStatus::Active);
     }
     with(&|r| r.expires_at = Some(NOW));
-    out.push(run(Some(header.as_bytes()), base));
+    out.push(run(Some(header.as_bytes()), base.clone()));
     with(&|r| r.expires_at = None);
     with(&|r| r.soft_blocked = true);
-    out.push(run(Some(header.as_bytes()), base));
+    out.push(run(Some(header.as_bytes()), base.clone()));
     with(&|r| r.soft_blocked = false);
-    out.push(run(Some(header.as_bytes()), RequestAttrs::new().with_client_ip("192.0.2.1".parse().unwrap())));
-    out.push(run(Some(header.as_bytes()), base.with_scopes(&needs)));
-    out.push(run(Some(header.as_bytes()), base.with_model("gpt-3.5-turbo")));
-    out.push(run(Some(header.as_bytes()), base.with_provider("anthropic")));
+    out.push(run(Some(header.as_bytes()), Requirements::new().with_client_ip("192.0.2.1".parse().unwrap())));
+    out.push(run(Some(header.as_bytes()), base.clone().with_scopes(needs)));
+    out.push(run(Some(header.as_bytes()), base.clone().with_model("gpt-3.5-turbo")));
+    out.push(run(Some(header.as_bytes()), base.clone().with_provider("anthropic")));
     // The 429s through a real limiter: one request per minute, one in flight, a spend cap.
     let limiter = Limiter::new(MemoryLimitStore::new());
     let mut limited = KeyRecord::clone(&stored);
@@ -214,7 +220,7 @@ fn without_a_realm_the_challenge_has_none() {
 
 #[test]
 fn headers_fit_a_stack_buffer_or_say_they_do_not() {
-    let scopes = RequiredScopes::new(&"s".repeat(keygate::MAX_REQUIRED_SCOPES_LEN)).unwrap();
+    let scopes = RequiredScopes::new(&"s".repeat(keygate::policy::MAX_REQUIRED_SCOPES_LEN)).unwrap();
     let denial = Denial::new(DenialCode::InsufficientScope).with_required_scopes(scopes);
     let long_realm = "r".repeat(128);
     let realm = Realm::new(&long_realm).unwrap();

@@ -4,7 +4,9 @@
 #![cfg(feature = "std")]
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc, clippy::unwrap_used)]
 
-use keygate::{DigestScheme, KeyFormat, KeyKind, OpaqueFormat, Pepper, PepperId, SelectorFormat, StoredDigest};
+use keygate::format::{KeyFormat, OpaqueFormat, SelectorFormat};
+use keygate::secret::{DigestScheme, PepperId, StoredDigest};
+use keygate::{KeyKind, Pepper};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 
@@ -59,7 +61,7 @@ fn checksum_matches_python_crc32() {
     let token = "aistats_v1_sk_4f9TqWm2Lx8RbC1d_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA19uAFz";
     assert!(format.parse(token).is_ok());
     let typo = "aistats_v1_sk_4f9TqWm2Lx8RbC1d_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA19uAFy";
-    assert_eq!(format.parse(typo).unwrap_err(), keygate::ParseError::Checksum);
+    assert_eq!(format.parse(typo).unwrap_err(), keygate::format::ParseError::Checksum);
 }
 
 #[test]

@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::SeqCst};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use keygate::{
-    CellId, CellState, DenialCode, Gcra, KeyId, KeyKind, KeyRecord, KeyShape, LimitBatch, LimitError, LimitName,
-    LimitOp, LimitRequest, LimitStore, Limiter, MemoryLimitStore, StoredDigest, Timestamp, Usage,
-};
+use keygate::limit::{CellId, CellState, Gcra, LimitBatch, LimitError, LimitName, LimitOp, Limiter};
+use keygate::record::KeyShape;
+use keygate::secret::StoredDigest;
+use keygate::{DenialCode, KeyId, KeyKind, KeyRecord, LimitRequest, LimitStore, MemoryLimitStore, Timestamp, Usage};
 use proptest::prelude::*;
 
 const T0: Timestamp = Timestamp::from_unix_secs(1_800_000_000);
@@ -538,7 +538,7 @@ fn growth_sweeps_idle_cells_automatically() {
 #[test]
 fn batches_reject_duplicates_and_overflow() {
     let mut b = LimitBatch::new();
-    let op = LimitOp::Release;
+    let op = LimitOp::Release { lease: 1 };
     b.push(CellId::new(LimitName::CONCURRENCY), op).unwrap();
     assert_eq!(b.push(CellId::new(LimitName::CONCURRENCY), op), Err(LimitError::DuplicateCell));
     for i in 1..6 {
@@ -612,15 +612,15 @@ proptest! {
         amount in 0u32..=u32::MAX,
         period_ns in 0u64..=u64::MAX,
         burst in 0u32..=u32::MAX,
-        tat in prop_oneof![Just(0u64), Just(keygate::MAX_STATE), Just(u64::MAX), 0u64..=u64::MAX],
-        now in prop_oneof![Just(u64::MAX), Just(keygate::MAX_STATE), 0u64..=u64::MAX],
+        tat in prop_oneof![Just(0u64), Just(keygate::limit::MAX_STATE), Just(u64::MAX), 0u64..=u64::MAX],
+        now in prop_oneof![Just(u64::MAX), Just(keygate::limit::MAX_STATE), 0u64..=u64::MAX],
         cost in prop_oneof![Just(0u32), Just(1u32), 0u32..=u32::MAX],
         units in 0u64..=u64::MAX,
     ) {
         let g = Gcra::new(amount, Duration::from_nanos(period_ns)).with_burst(burst);
         let now = Timestamp::from_unix_nanos(now);
         if let Ok(next) = g.check(tat, now, cost) {
-            prop_assert!(cost == 0 || next >= now.unix_nanos().min(keygate::MAX_STATE));
+            prop_assert!(cost == 0 || next >= now.unix_nanos().min(keygate::limit::MAX_STATE));
         }
         let _ = (g.charge(tat, now, units), g.refund(tat, now, units), g.status(tat, now));
     }
@@ -729,7 +729,7 @@ fn owned_admissions_outlive_the_check() {
     let limiter = Limiter::new(std::sync::Arc::new(MemoryLimitStore::new()));
     let mut r = record("owned");
     r.rate_limit.concurrency = Some(1);
-    let admission: keygate::Admission<'static, _> = limiter.check_owned(&r, LimitRequest::new(), T0).unwrap();
+    let admission: keygate::limit::Admission<'static, _> = limiter.check_owned(&r, LimitRequest::new(), T0).unwrap();
     assert!(admission.holds_permit());
     assert_eq!(limiter.check(&r, LimitRequest::new(), T0).unwrap_err().code(), DenialCode::ConcurrencyLimited);
     std::thread::spawn(move || drop(admission)).join().unwrap();

@@ -8,11 +8,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use keygate::format::SelectorFormat;
+use keygate::manage::{
+    Access, CreateKey, CreatedKey, LastUsed, ListKeys, ManageError, Metadata, Patch, RotateKey, UpdateKey,
+};
+use keygate::policy::authorize;
+use keygate::secret::{PepperId, Peppers};
+use keygate::store::{ListQuery, Page};
+use keygate::verify::Lookup;
 use keygate::{
-    Access, Caller, CreateKey, CreatedKey, DenialCode, KeyId, KeyKind, KeyRecord, KeyStatus, KeyStore, LastUsed,
-    ListKeys, ListQuery, Lookup, ManageError, Manager, MemoryStore, Metadata, Page, Patch, Pepper, PepperId, Peppers,
-    RateLimits, RequestAttrs, RequiredScopes, RotateKey, Scopes, SelectorFormat, SpendCap, SpendPeriod, StoreError,
-    Timestamp, UpdateKey, Verifier, authorize,
+    Caller, DenialCode, KeyId, KeyKind, KeyRecord, KeyStatus, KeyStore, Manager, MemoryStore, Pepper, RateLimits,
+    RequiredScopes, Requirements, Scopes, SpendCap, SpendPeriod, StoreError, Timestamp, Verifier,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -54,7 +60,7 @@ fn team_admin(m: &Manager<MemoryStore>, team: &str, s: &str, rng: &mut ChaCha20R
     r.scopes = scopes(s);
     let created = m.create(&Caller::operator(), &r, NOW, rng).unwrap();
     let verified = m.verifier().authenticate(m.store(), created.token().expose_secret(), NOW).unwrap();
-    let authorized = authorize(verified, &RequestAttrs::new(), NOW).unwrap();
+    let authorized = authorize(verified, &Requirements::new(), NOW).unwrap();
     Caller::from(&authorized)
 }
 
@@ -86,7 +92,7 @@ fn lifecycle_create_use_disable_enable_revoke() {
     let verified = m.verifier().authenticate(m.store(), &token, NOW).unwrap();
     assert_eq!(verified.id(), id);
     let read: RequiredScopes = "read".parse().unwrap();
-    assert!(authorize(verified, &RequestAttrs::new().with_scopes(&read), NOW).is_ok());
+    assert!(authorize(verified, &Requirements::new().with_scopes(read), NOW).is_ok());
 
     // Disable, and the very next request fails; re-enable, and it works again.
     assert_eq!(m.update(&admin, &id, &status(KeyStatus::Disabled), at(1)).unwrap().status, KeyStatus::Disabled);
@@ -97,7 +103,7 @@ fn lifecycle_create_use_disable_enable_revoke() {
     // Soft block: verified, refused by policy.
     m.update(&admin, &id, &update(|u| u.soft_blocked = Some(true)), at(3)).unwrap();
     let verified = m.verifier().authenticate(m.store(), &token, at(3)).unwrap();
-    assert_eq!(authorize(verified, &RequestAttrs::new(), at(3)).unwrap_err().code(), DenialCode::KeyBlocked);
+    assert_eq!(authorize(verified, &Requirements::new(), at(3)).unwrap_err().code(), DenialCode::KeyBlocked);
     m.update(&admin, &id, &update(|u| u.soft_blocked = Some(false)), at(4)).unwrap();
 
     // Revoke: terminal.
@@ -290,10 +296,11 @@ fn no_scope_escalation() {
     assert_eq!(m.delete(&admin, &strong).unwrap_err().code(), "scope_escalation");
     assert_eq!(m.get(&admin, &strong).unwrap().status, KeyStatus::Active);
 
-    // Only management keys manage, and only with the right scope.
+    // Any kind of key manages, but only with the right scope.
     let standard = m.get(&Caller::operator(), &id).unwrap();
     let user = Caller::from_record(&standard);
-    assert_eq!(m.list(&user, &ListKeys::default()).unwrap_err(), ManageError::NotManagementKey);
+    assert!(m.list(&user, &ListKeys::default()).is_ok(), "a standard key with `read` reads");
+    assert_eq!(m.delete(&user, &id).unwrap_err().code(), "insufficient_scope");
     let reader = team_admin(&m, "team-a", "read", &mut rng);
     assert!(m.list(&reader, &ListKeys::default()).is_ok());
     let e = m.update(&reader, &id, &status(KeyStatus::Disabled), NOW).unwrap_err();
@@ -616,4 +623,361 @@ fn access_is_available_to_the_gateway() {
     assert_eq!(config.required_scopes(Access::of_method("DELETE")).as_str(), "write");
     assert_eq!(Caller::operator().authorize(Access::Write, &config), Ok(()));
     assert!(Caller::operator().is_operator());
+}
+
+// ---- issue 15: no escalation, rotation that keeps its budget, races ------------------------
+
+fn cap(amount_micros: u64, period: SpendPeriod) -> SpendCap {
+    SpendCap { amount_micros, period }
+}
+
+/// A management key of team-a that the operator restricted in every dimension, and its caller.
+fn restricted_admin(m: &Manager<MemoryStore>, rng: &mut ChaCha20Rng) -> (Arc<KeyRecord>, Caller) {
+    let mut r = CreateKey::new("restricted admin");
+    r.kind = KeyKind::MANAGEMENT;
+    r.team_id = Some("team-a".into());
+    r.scopes = scopes("read write");
+    r.expires_at = Some(at(86_400));
+    r.allowed_models = "gpt-4o-mini claude-3*".parse().unwrap();
+    r.allowed_providers = vec!["openai".into(), "anthropic".into()];
+    r.allowed_ips = vec!["10.1.0.0/16".parse().unwrap()];
+    r.rate_limit = RateLimits { requests_per_minute: Some(60), tokens_per_minute: Some(10_000), concurrency: Some(2) };
+    r.spend_cap = Some(cap(5_000_000, SpendPeriod::Week));
+    let record = Arc::clone(m.create(&Caller::operator(), &r, NOW, rng).unwrap().record());
+    let caller = Caller::from_record(&record);
+    (record, caller)
+}
+
+/// A create request exactly as restricted as [`restricted_admin`].
+fn within_admin(name: &str) -> CreateKey {
+    let mut r = CreateKey::new(name);
+    r.scopes = scopes("read");
+    r.expires_at = Some(at(86_400));
+    r.allowed_models = "gpt-4o-mini claude-3-haiku".parse().unwrap();
+    r.allowed_providers = vec!["openai".into()];
+    r.allowed_ips = vec!["10.1.2.0/24".parse().unwrap()];
+    r.rate_limit = RateLimits { requests_per_minute: Some(10), tokens_per_minute: Some(10_000), concurrency: Some(1) };
+    r.spend_cap = Some(cap(1_000_000, SpendPeriod::Month));
+    r
+}
+
+fn assert_escalation(e: &ManageError, field: &str) {
+    assert_eq!((e.status(), e.code(), e.param()), (403, "escalation", Some(field)), "{e}");
+    assert!(e.to_string().contains(field), "the message names `{field}`: {e}");
+}
+
+#[test]
+fn a_key_cannot_lift_its_own_restrictions() {
+    let m = manager();
+    let mut rng = rng();
+    let (own, admin) = restricted_admin(&m, &mut rng);
+    let lifts: Vec<(UpdateKey, &str)> = vec![
+        (update(|u| u.expires_at = Patch::Clear), "expires_at"),
+        (update(|u| u.expires_at = Patch::Set(at(86_401))), "expires_at"),
+        (update(|u| u.allowed_ips = Some(vec![])), "allowed_ips"),
+        (update(|u| u.allowed_ips = Some(vec!["10.0.0.0/8".parse().unwrap()])), "allowed_ips"),
+        (update(|u| u.allowed_models = Some(keygate::ModelAllowlist::empty())), "allowed_models"),
+        (update(|u| u.allowed_models = Some("gpt-4o*".parse().unwrap())), "allowed_models"),
+        (update(|u| u.allowed_providers = Some(vec![])), "allowed_providers"),
+        (update(|u| u.allowed_providers = Some(vec!["openai".into(), "google".into()])), "allowed_providers"),
+        (update(|u| u.rate_limit = keygate::manage::RateLimitPatch::clear_all()), "rate_limit.requests_per_minute"),
+        (update(|u| u.rate_limit.tokens_per_minute = Patch::Set(10_001)), "rate_limit.tokens_per_minute"),
+        (update(|u| u.rate_limit.concurrency = Patch::Clear), "rate_limit.concurrency"),
+        (update(|u| u.spend_cap = Patch::Clear), "spend_cap"),
+        (update(|u| u.spend_cap = Patch::Set(cap(5_000_001, SpendPeriod::Week))), "spend_cap"),
+        // Five dollars a day is up to thirty-five a week.
+        (update(|u| u.spend_cap = Patch::Set(cap(5_000_000, SpendPeriod::Day))), "spend_cap"),
+    ];
+    for (u, field) in lifts {
+        assert_escalation(&m.update(&admin, &own.id, &u, at(1)).unwrap_err(), field);
+    }
+    assert_eq!(m.get(&admin, &own.id).unwrap(), own, "nothing was written");
+
+    // Tightening itself is fine.
+    let tighter = update(|u| u.rate_limit.requests_per_minute = Patch::Set(30));
+    assert_eq!(m.update(&admin, &own.id, &tighter, at(2)).unwrap().rate_limit.requests_per_minute, Some(30));
+
+    // A successor of itself with no expiry, or a later one: refused; a plain rotation keeps it.
+    let mut forever = RotateKey::default();
+    forever.expires_at = Patch::Clear;
+    assert_escalation(&m.rotate(&admin, &own.id, &forever, at(3), &mut rng).unwrap_err(), "expires_at");
+    forever.expires_at = Patch::Set(at(90_000));
+    assert_escalation(&m.rotate(&admin, &own.id, &forever, at(3), &mut rng).unwrap_err(), "expires_at");
+    let rotated = m.rotate(&admin, &own.id, &RotateKey::default(), at(3), &mut rng).unwrap();
+    assert_eq!(rotated.key().record().expires_at, Some(at(86_400)));
+    assert_eq!(m.list(&Caller::operator(), &ListKeys::default()).unwrap().total, 2, "no refused successor stays");
+}
+
+#[test]
+fn no_key_creates_a_key_beyond_itself() {
+    let m = manager();
+    let mut rng = rng();
+    let (_, admin) = restricted_admin(&m, &mut rng);
+    assert!(m.create(&admin, &within_admin("within"), at(1), &mut rng).is_ok());
+
+    type Widen = fn(&mut CreateKey);
+    let widenings: Vec<(Widen, &str)> = vec![
+        (|r| r.expires_at = None, "expires_at"),
+        (|r| r.expires_at = Some(at(86_401)), "expires_at"),
+        (|r| r.allowed_models = keygate::ModelAllowlist::empty(), "allowed_models"),
+        (|r| r.allowed_models = "claude-*".parse().unwrap(), "allowed_models"),
+        (|r| r.allowed_models = "gpt-4o".parse().unwrap(), "allowed_models"),
+        (|r| r.allowed_providers = vec![], "allowed_providers"),
+        (|r| r.allowed_providers = vec!["mistral".into()], "allowed_providers"),
+        (|r| r.allowed_ips = vec![], "allowed_ips"),
+        (|r| r.allowed_ips = vec!["10.0.0.0/8".parse().unwrap()], "allowed_ips"),
+        (|r| r.allowed_ips = vec!["10.1.2.0/24".parse().unwrap(), "::1".parse().unwrap()], "allowed_ips"),
+        (|r| r.rate_limit.requests_per_minute = None, "rate_limit.requests_per_minute"),
+        (|r| r.rate_limit.requests_per_minute = Some(61), "rate_limit.requests_per_minute"),
+        (|r| r.rate_limit.tokens_per_minute = None, "rate_limit.tokens_per_minute"),
+        (|r| r.rate_limit.concurrency = Some(3), "rate_limit.concurrency"),
+        (|r| r.spend_cap = None, "spend_cap"),
+        (|r| r.spend_cap = Some(cap(5_000_001, SpendPeriod::Week)), "spend_cap"),
+        (|r| r.spend_cap = Some(cap(1_000_000, SpendPeriod::Day)), "spend_cap"),
+    ];
+    for (widen, field) in widenings {
+        let mut r = within_admin("wider");
+        widen(&mut r);
+        assert_escalation(&m.create(&admin, &r, at(1), &mut rng).unwrap_err(), field);
+    }
+    assert_eq!(m.list(&Caller::operator(), &ListKeys::default()).unwrap().total, 2, "admin and `within`");
+
+    // A key of another kind only from a key of that kind.
+    let mut management = within_admin("mk");
+    management.kind = KeyKind::MANAGEMENT;
+    assert!(m.create(&admin, &management, at(1), &mut rng).is_ok(), "the admin is a management key");
+    let standard = Caller::new(KeyKind::STANDARD, Some("team-a".into()), scopes("read write"));
+    assert_escalation(&m.create(&standard, &management, at(1), &mut rng).unwrap_err(), "kind");
+
+    // The operator, and an unrestricted key of no team, stay unrestricted.
+    let mut free = CreateKey::new("unrestricted");
+    free.scopes = scopes("read write");
+    assert!(m.create(&Caller::operator(), &free, at(1), &mut rng).is_ok());
+}
+
+#[test]
+fn a_key_cannot_widen_another_key_beyond_itself() {
+    let m = manager();
+    let mut rng = rng();
+    let (_, admin) = restricted_admin(&m, &mut rng);
+    let id = m.create(&admin, &within_admin("child"), at(1), &mut rng).unwrap().record().id;
+    for (u, field) in [
+        (update(|u| u.spend_cap = Patch::Clear), "spend_cap"),
+        (update(|u| u.allowed_ips = Some(vec![])), "allowed_ips"),
+        (update(|u| u.rate_limit.requests_per_minute = Patch::Set(61)), "rate_limit.requests_per_minute"),
+    ] {
+        assert_escalation(&m.update(&admin, &id, &u, at(2)).unwrap_err(), field);
+    }
+    // Narrowing, or moving within the caller's own bounds, is fine.
+    let ok = update(|u| {
+        u.rate_limit.requests_per_minute = Patch::Set(60);
+        u.allowed_ips = Some(vec!["10.1.0.0/16".parse().unwrap()]);
+    });
+    assert!(m.update(&admin, &id, &ok, at(2)).is_ok());
+
+    // A key the operator made broader than the caller (no limits) may still be disabled or
+    // renamed by it, but not given limits beyond its own, and not rotated (the caller would get
+    // the successor's token).
+    let mut r = CreateKey::new("operator-made");
+    r.team_id = Some("team-a".into());
+    let wide = m.create(&Caller::operator(), &r, at(1), &mut rng).unwrap().record().id;
+    assert_eq!(m.update(&admin, &wide, &status(KeyStatus::Disabled), at(2)).unwrap().status, KeyStatus::Disabled);
+    let e = m.update(&admin, &wide, &update(|u| u.rate_limit.concurrency = Patch::Set(10)), at(2)).unwrap_err();
+    assert_escalation(&e, "rate_limit.concurrency");
+    assert_escalation(&m.rotate(&admin, &wide, &RotateKey::default(), at(2), &mut rng).unwrap_err(), "expires_at");
+}
+
+#[test]
+fn a_standard_key_with_the_scopes_manages_its_team() {
+    let m = manager();
+    let mut rng = rng();
+    let mut r = CreateKey::new("team-a automation");
+    r.team_id = Some("team-a".into());
+    r.scopes = scopes("read write");
+    let standard = m.create(&Caller::operator(), &r, NOW, &mut rng).unwrap();
+    assert_eq!(standard.record().kind, KeyKind::STANDARD);
+    let verified = m.verifier().authenticate(m.store(), standard.token().expose_secret(), NOW).unwrap();
+    let caller = Caller::from(&authorize(verified, &Requirements::new(), NOW).unwrap());
+
+    let child = create(&m, &caller, "child", "read", &mut rng);
+    assert_eq!(child.record().team_id.as_deref(), Some("team-a"));
+    assert_eq!(m.list(&caller, &ListKeys::default()).unwrap().total, 2);
+    assert!(m.update(&caller, &child.record().id, &status(KeyStatus::Disabled), NOW).is_ok());
+    assert!(m.rotate(&caller, &child.record().id, &RotateKey::default(), NOW, &mut rng).is_ok());
+    assert!(m.delete(&caller, &child.record().id).is_ok());
+
+    // Team scoping and the scopes apply as to any caller.
+    let other = create(&m, &Caller::operator(), "elsewhere", "", &mut rng).record().id;
+    assert_eq!(m.get(&caller, &other).unwrap_err(), ManageError::NotFound);
+    let mut reader = CreateKey::new("reader");
+    reader.team_id = Some("team-a".into());
+    reader.scopes = scopes("read");
+    let reader = Caller::from_record(m.create(&Caller::operator(), &reader, NOW, &mut rng).unwrap().record());
+    assert!(m.list(&reader, &ListKeys::default()).is_ok());
+    let e = m.create(&reader, &CreateKey::new("no"), NOW, &mut rng).unwrap_err();
+    assert_eq!((e.status(), e.code()), (403, "insufficient_scope"));
+    let nothing = Caller::new(KeyKind::STANDARD, Some("team-a".into()), Scopes::new());
+    assert_eq!(m.list(&nothing, &ListKeys::default()).unwrap_err().code(), "insufficient_scope");
+}
+
+#[test]
+fn an_operator_may_still_require_the_management_kind() {
+    let mut config = keygate::ManageConfig::default();
+    config.required_kind = Some(KeyKind::MANAGEMENT);
+    let m = Manager::new(MemoryStore::new(), verifier()).with_config(config);
+    let mut rng = rng();
+    let standard = Caller::new(KeyKind::STANDARD, Some("team-a".into()), scopes("read write"));
+    let e = m.list(&standard, &ListKeys::default()).unwrap_err();
+    assert_eq!((e.status(), e.code()), (403, "management_key_required"));
+    let management = Caller::new(KeyKind::MANAGEMENT, Some("team-a".into()), scopes("read write"));
+    assert!(m.create(&management, &CreateKey::new("ok"), NOW, &mut rng).is_ok());
+    assert!(m.list(&Caller::operator(), &ListKeys::default()).is_ok());
+}
+
+/// Rotation keeps credits, and a successor continues its predecessor's counters: what was used
+/// of the credits and spent of the cap before the rotation still counts after it.
+#[test]
+fn rotation_keeps_credits_and_continues_the_budget() {
+    use keygate::limit::Limiter;
+    use keygate::{Credits, LimitRequest, MemoryLimitStore, Usage};
+    let m = manager();
+    let mut rng = rng();
+    let op = Caller::operator();
+    let limiter = Limiter::new(MemoryLimitStore::new());
+    let mut r = CreateKey::new("metered");
+    r.spend_cap = Some(cap(1_000, SpendPeriod::Day));
+    let id = m.create(&op, &r, NOW, &mut rng).unwrap().record().id;
+    // Credits are set on the record (ten in all, never refilled).
+    let stored = m.store().get(&id).unwrap().unwrap();
+    let mut with_credits = KeyRecord::clone(&stored);
+    with_credits.credits = Some(Credits { amount: 10, refill: None });
+    m.store().replace(stored.revision, with_credits).unwrap();
+    let credits = |n| LimitRequest::new().with_credits(n);
+
+    // Nine credits used; the spend cap reached.
+    let old = m.store().get(&id).unwrap().unwrap();
+    limiter.check(&old, credits(9), NOW).unwrap().finish(Usage::new(0, 1_000), NOW).unwrap();
+    assert_eq!(limiter.check(&old, credits(1), NOW).unwrap_err().code(), DenialCode::QuotaExceeded, "capped");
+
+    let mut rotate = RotateKey::default();
+    rotate.overlap = Some(Duration::from_secs(3600));
+    let rotated = m.rotate(&op, &id, &rotate, at(1), &mut rng).unwrap();
+    let new = rotated.key().record();
+    assert_eq!(new.credits, Some(Credits { amount: 10, refill: None }), "credits are copied");
+    // Still capped after the rotation, through the successor and the old key alike.
+    assert_eq!(limiter.check(new, credits(1), at(1)).unwrap_err().code(), DenialCode::QuotaExceeded);
+    let old = m.store().get(&id).unwrap().unwrap();
+    assert_eq!(limiter.check(&old, credits(1), at(1)).unwrap_err().code(), DenialCode::QuotaExceeded);
+
+    // Lift the cap: the one credit left is used once, by either key, then refused.
+    let mut uncapped = UpdateKey::default();
+    uncapped.spend_cap = Patch::Clear;
+    let new = m.update(&op, &new.id, &uncapped, at(2)).unwrap();
+    limiter.check(&new, credits(1), at(2)).unwrap().finish(Usage::new(0, 0), at(2)).unwrap();
+    assert_eq!(limiter.check(&new, credits(1), at(2)).unwrap_err().code(), DenialCode::QuotaExceeded);
+
+    // A rotation of the successor continues the same budget.
+    let third = m.rotate(&op, &new.id, &RotateKey::default(), at(3), &mut rng).unwrap();
+    assert_eq!(third.key().record().budget_id(), old.budget_id());
+    assert_eq!(limiter.check(third.key().record(), credits(1), at(3)).unwrap_err().code(), DenialCode::QuotaExceeded);
+}
+
+/// A concurrent writer's change, run once.
+type Race = Box<dyn FnOnce(&MemoryStore) + Send>;
+
+/// A store that runs `race` once, right after the `n`th call to `get` returns (another writer
+/// changing the key between a read and the write that depends on it).
+struct Racing {
+    inner: MemoryStore,
+    gets: AtomicUsize,
+    at_get: usize,
+    race: std::sync::Mutex<Option<Race>>,
+}
+
+impl Racing {
+    fn new(at_get: usize) -> Self {
+        Self { inner: MemoryStore::new(), gets: AtomicUsize::new(0), at_get, race: std::sync::Mutex::new(None) }
+    }
+
+    fn arm(&self, race: impl FnOnce(&MemoryStore) + Send + 'static) {
+        self.gets.store(0, Ordering::SeqCst);
+        *self.race.lock().unwrap() = Some(Box::new(race));
+    }
+}
+
+impl KeyStore for Racing {
+    fn lookup(&self, lookup: &Lookup) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        let found = self.inner.lookup(lookup);
+        if self.gets.fetch_add(1, Ordering::SeqCst) + 1 == self.at_get
+            && let Some(race) = self.race.lock().unwrap().take()
+        {
+            race(&self.inner);
+        }
+        found
+    }
+    fn insert(&self, record: KeyRecord) -> Result<Arc<KeyRecord>, StoreError> {
+        self.inner.insert(record)
+    }
+    fn replace(&self, expected_revision: u64, record: KeyRecord) -> Result<Arc<KeyRecord>, StoreError> {
+        self.inner.replace(expected_revision, record)
+    }
+    fn delete(&self, id: &KeyId) -> Result<Arc<KeyRecord>, StoreError> {
+        self.inner.delete(id)
+    }
+    fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        self.inner.list(query)
+    }
+}
+
+fn change(store: &MemoryStore, id: KeyId, f: impl FnOnce(&mut KeyRecord)) {
+    let current = store.get(&id).unwrap().unwrap();
+    let mut next = KeyRecord::clone(&current);
+    f(&mut next);
+    store.replace(current.revision, next).unwrap();
+}
+
+#[test]
+fn a_change_during_a_rotation_reaches_the_successor() {
+    let m = Manager::new(Racing::new(1), verifier());
+    let mut rng = rng();
+    let op = Caller::operator();
+    let mut r = CreateKey::new("racing");
+    r.rate_limit.requests_per_minute = Some(100);
+    let id = m.create(&op, &r, NOW, &mut rng).unwrap().record().id;
+
+    // The key is disabled and tightened right after the rotation read it.
+    m.store().arm(move |s| {
+        change(s, id, |k| {
+            k.status = KeyStatus::Disabled;
+            k.rate_limit.requests_per_minute = Some(5);
+        });
+    });
+    let rotated = m.rotate(&op, &id, &RotateKey::default(), at(1), &mut rng).unwrap();
+    let successor = m.get(&op, &rotated.key().record().id).unwrap();
+    assert_eq!((successor.status, successor.rate_limit.requests_per_minute), (KeyStatus::Disabled, Some(5)));
+    assert_eq!(*rotated.key().record(), successor, "the answer shows what is stored");
+    let token = rotated.key().token().expose_secret().to_owned();
+    assert_eq!(
+        m.verifier().authenticate(m.store(), &token, at(1)).err().map(|d| d.code()),
+        Some(DenialCode::DisabledApiKey)
+    );
+}
+
+#[test]
+fn a_delete_checks_the_record_it_deletes() {
+    let m = Manager::new(Racing::new(1), verifier());
+    let mut rng = rng();
+    let mut r = CreateKey::new("admin");
+    r.kind = KeyKind::MANAGEMENT;
+    r.team_id = Some("team-a".into());
+    r.scopes = scopes("read write");
+    let admin = Caller::from_record(m.create(&Caller::operator(), &r, NOW, &mut rng).unwrap().record());
+    let mut r = CreateKey::new("target");
+    r.scopes = scopes("read");
+    let id = m.create(&admin, &r, NOW, &mut rng).unwrap().record().id;
+
+    // The operator raises the key's scopes beyond the admin's right after the delete read it.
+    m.store().arm(move |s| change(s, id, |k| k.scopes = Scopes::parse("*").unwrap()));
+    assert_eq!(m.delete(&admin, &id).unwrap_err().code(), "scope_escalation");
+    assert_eq!(m.get(&Caller::operator(), &id).unwrap().scopes, scopes("*"), "still there");
 }

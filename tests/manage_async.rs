@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
-use keygate::{
-    Caller, CreateKey, KeyStatus, LastUsed, ListKeys, ManageError, ManageRequest, Manager, MemoryStore, Pepper,
-    PepperId, Peppers, Ready, RotateKey, Scopes, SelectorFormat, Timestamp, UpdateKey, Verifier,
-};
+use keygate::format::SelectorFormat;
+use keygate::manage::{CreateKey, LastUsed, ListKeys, ManageError, ManageRequest, RotateKey, UpdateKey};
+use keygate::secret::{PepperId, Peppers};
+use keygate::{Caller, KeyStatus, Manager, MemoryStore, Pepper, Scopes, Timestamp, Verifier};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 
@@ -22,7 +22,7 @@ fn verifier() -> Verifier {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lifecycle_runs_on_a_multi_threaded_executor() {
-    let manager = Arc::new(Manager::new(Ready(MemoryStore::new()), verifier()));
+    let manager = Arc::new(Manager::new(MemoryStore::new(), verifier()));
     let task = {
         let manager = Arc::clone(&manager);
         tokio::spawn(async move {
@@ -56,7 +56,7 @@ async fn the_lifecycle_runs_on_a_multi_threaded_executor() {
 #[tokio::test]
 async fn handle_async_answers_as_handle_does() {
     let sync = Manager::new(MemoryStore::new(), verifier());
-    let asynchronous = Manager::new(Ready(MemoryStore::new()), verifier());
+    let asynchronous = Manager::new(MemoryStore::new(), verifier());
     let operator = Caller::operator();
     let body = br#"{"name": "My key", "scopes": ["read","write"], "status": "active"}"#;
     let requests = [
@@ -76,7 +76,7 @@ async fn handle_async_answers_as_handle_does() {
 
 #[tokio::test]
 async fn last_used_flushes_to_an_async_store() {
-    let manager = Manager::new(Ready(MemoryStore::new()), verifier());
+    let manager = Manager::new(MemoryStore::new(), verifier());
     let mut rng = ChaCha20Rng::from_seed([2; 32]);
     let created = manager.create_async(&Caller::operator(), &CreateKey::new("used"), NOW, &mut rng).await.unwrap();
     let id = created.record().id;

@@ -4,10 +4,12 @@
 #![cfg(all(feature = "std", feature = "json"))]
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc, clippy::unwrap_used)]
 
-use keygate::{
-    Caller, CreateKey, KeyKind, KeyListResponse, KeyResponse, KeyView, ListKeys, ManageError, ManageRequest, Manager,
-    MemoryStore, Pepper, PepperId, Peppers, RotateKey, Scopes, SelectorFormat, Timestamp, UpdateKey, Verifier,
+use keygate::format::SelectorFormat;
+use keygate::manage::{
+    CreateKey, KeyListResponse, KeyResponse, KeyView, ListKeys, ManageError, ManageRequest, RotateKey, UpdateKey,
 };
+use keygate::secret::{PepperId, Peppers};
+use keygate::{Caller, KeyKind, Manager, MemoryStore, Pepper, Scopes, Timestamp, Verifier};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use serde_json::Value;
@@ -91,7 +93,7 @@ const CREATED: &str = concat!(
     r#""team_id":null,"soft_blocked":false,"expires_at":null,"last_used_at":null,"#,
     r#""updated_at":"2027-01-15T08:00:00Z","allowed_models":[],"allowed_providers":[],"allowed_ips":[],"#,
     r#""rate_limit":{"requests_per_minute":null,"tokens_per_minute":null,"concurrency":null},"#,
-    r#""spend_cap":null,"metadata":null,"#,
+    r#""spend_cap":null,"metadata":null,"credits":null,"spend_alerts":null,"digest":"current","#,
     r#""key":"aistats_v1_sk_21tWwauAbegSBUyi_ASdN0e5SFsIE-2mNrqRbUumLbw_dBG3MOoa7B5428CQ"}}"#
 );
 
@@ -346,7 +348,7 @@ fn money_is_exact() {
         let text = s.call("GET", &format!("{KEYS}/{id}"), "").1;
         assert!(text.contains(&format!(r#""spend_cap":{{"amount_usd":{shown},"period":"week"}}"#)), "{amount}: {text}");
         // What is shown parses back to exactly the stored amount.
-        assert_eq!(keygate::Usd::parse(shown).unwrap().micros(), micros);
+        assert_eq!(keygate::manage::Usd::parse(shown).unwrap().micros(), micros);
     }
     for (amount, why) in [
         (r#""12.3456789""#, "more than 6 decimal places"),
@@ -481,10 +483,12 @@ fn permission_errors_and_team_isolation() {
     assert_eq!(s.call("GET", KEYS, "").0, 200);
     let (status, text) = s.call("POST", KEYS, "not even json");
     assert_eq!(error(status, &text), (403, "permission_error".into(), "insufficient_scope".into(), None));
-    // A standard key does not manage at all.
-    s.caller = Caller::new(KeyKind::STANDARD, None, Scopes::parse("*").unwrap());
-    let (status, text) = s.call("GET", KEYS, "");
-    assert_eq!(error(status, &text).2, "management_key_required");
+    // A standard key manages as any key does: by its scopes.
+    s.caller = Caller::new(KeyKind::STANDARD, Some("team-a".into()), Scopes::parse("read").unwrap());
+    let (status, v) = s.json("GET", KEYS, "");
+    assert_eq!((status, &v["total"]), (200, &2.into()));
+    let (status, text) = s.call("DELETE", &format!("{KEYS}/{a_key}"), "");
+    assert_eq!(error(status, &text).2, "insufficient_scope");
 }
 
 #[test]
@@ -555,4 +559,278 @@ fn the_full_key_appears_only_in_the_create_response() {
     ] {
         assert!(!text.contains(&token[20..]) && !text.contains(&rotated.key().token().expose_secret()[20..]), "{text}");
     }
+}
+
+// ---- issue 15 ---------------------------------------------------------------------------------
+
+/// A caller holding a key the operator created from `body` (JSON), with the key's restrictions.
+fn caller_from(s: &mut Session, body: &str) -> (String, Caller) {
+    let operator = std::mem::replace(&mut s.caller, Caller::operator());
+    let (id, _) = s.create(body);
+    s.caller = operator;
+    let record = s.m.get(&Caller::operator(), &id.parse().unwrap()).unwrap();
+    (id, Caller::from_record(&record))
+}
+
+/// Item 1, as the review sent it: a restricted key lifts its own restrictions by PATCH, and
+/// rotates itself into a successor with no expiry.
+#[test]
+fn a_restricted_key_cannot_lift_its_restrictions_over_http() {
+    let mut s = Session::new();
+    let (own, admin) = caller_from(
+        &mut s,
+        r#"{"name": "team admin", "team_id": "team-a", "scopes": ["read", "write"],
+            "expires_at": "2027-02-01T00:00:00Z", "allowed_ips": ["10.0.0.0/8"],
+            "rate_limit": {"requests_per_minute": 60}, "spend_cap": {"amount_usd": 1, "period": "day"},
+            "credits": {"amount": 100, "refill": "month"}}"#,
+    );
+    s.caller = admin;
+    let before = s.call("GET", &format!("{KEYS}/{own}"), "");
+    let lift = r#"{"expires_at":null,"allowed_ips":null,"rate_limit":null,"spend_cap":null}"#;
+    let (status, text) = s.call("PATCH", &format!("{KEYS}/{own}"), lift);
+    assert_eq!(error(status, &text), (403, "permission_error".into(), "escalation".into(), Some("expires_at".into())));
+    assert!(text.contains("`expires_at` may not be broader than the caller's own"), "{text}");
+    for (patch, field) in [
+        (r#"{"allowed_ips":null}"#, "allowed_ips"),
+        (r#"{"rate_limit":null}"#, "rate_limit.requests_per_minute"),
+        (r#"{"spend_cap":null}"#, "spend_cap"),
+        (r#"{"spend_cap":{"amount_usd":"1.000001","period":"day"}}"#, "spend_cap"),
+        (r#"{"credits":null}"#, "credits"),
+        (r#"{"credits":{"amount":100,"refill":"day"}}"#, "credits"),
+    ] {
+        let (status, text) = s.call("PATCH", &format!("{KEYS}/{own}"), patch);
+        assert_eq!(error(status, &text).2, "escalation", "{patch}");
+        assert_eq!(error(status, &text).3.as_deref(), Some(field), "{patch}");
+    }
+    let (status, text) = s.call("POST", &format!("{KEYS}/{own}/rotate"), r#"{"expires_at":null}"#);
+    assert_eq!(error(status, &text), (403, "permission_error".into(), "escalation".into(), Some("expires_at".into())));
+    // Creating a key without a spend cap or an IP allowlist of its own: refused too.
+    let (status, text) = s.call("POST", KEYS, r#"{"name": "free", "expires_at": "2027-01-20T00:00:00Z"}"#);
+    assert_eq!(error(status, &text).3.as_deref(), Some("allowed_ips"));
+    assert_eq!(s.call("GET", &format!("{KEYS}/{own}"), ""), before, "nothing changed");
+    assert_eq!(s.json("GET", KEYS, "").1["total"], 1, "nothing created");
+
+    // Within its bounds it creates, and a plain rotation of itself keeps everything.
+    let within = r#"{"name": "worker", "expires_at": "2027-01-20T00:00:00Z", "allowed_ips": ["10.1.0.0/16"],
+        "rate_limit": {"requests_per_minute": 10}, "spend_cap": {"amount_usd": "0.5", "period": "week"},
+        "credits": {"amount": 10, "refill": null}}"#;
+    let (status, v) = s.json("POST", KEYS, within);
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["key"]["credits"], serde_json::json!({"amount": 10, "refill": null}));
+    let (status, v) = s.json("POST", &format!("{KEYS}/{own}/rotate"), "");
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["key"]["expires_at"], "2027-02-01T00:00:00Z");
+    assert_eq!(v["key"]["credits"], serde_json::json!({"amount": 100, "refill": "month"}));
+}
+
+#[test]
+fn credits_in_json_are_validated_by_name() {
+    let mut s = Session::new();
+    for (body, code, param) in [
+        (r#"{"name": "x", "credits": 5}"#, "invalid_value", "credits"),
+        (r#"{"name": "x", "credits": {}}"#, "missing_field", "credits.amount"),
+        (r#"{"name": "x", "credits": {"amount": -1}}"#, "invalid_value", "credits.amount"),
+        (r#"{"name": "x", "credits": {"amount": 9007199254740992}}"#, "invalid_value", "credits.amount"),
+        (r#"{"name": "x", "credits": {"amount": 1, "refill": "hour"}}"#, "invalid_value", "credits.refill"),
+        (r#"{"name": "x", "credits": {"amount": 1, "every": "day"}}"#, "unknown_field", "credits.every"),
+    ] {
+        let (status, text) = s.call("POST", KEYS, body);
+        bad_request(status, &text, code, Some(param));
+    }
+    let (id, _) = s.create(r#"{"name": "metered", "credits": {"amount": 9007199254740991, "refill": "week"}}"#);
+    let (_, v) = s.json("PATCH", &format!("{KEYS}/{id}"), r#"{"credits": {"amount": 3}}"#);
+    assert_eq!(v["key"]["credits"], serde_json::json!({"amount": 3, "refill": null}));
+    let (_, v) = s.json("PATCH", &format!("{KEYS}/{id}"), r#"{"credits": null}"#);
+    assert_eq!(v["key"]["credits"], Value::Null);
+}
+
+/// Item 2: the docs' wire form of `scopes`, as an option; requests take every form either way.
+#[test]
+fn scopes_can_be_written_as_the_docs_show_them() {
+    let mut config = keygate::ManageConfig::default();
+    config.scopes_wire = keygate::manage::ScopesWire::JsonString;
+    let mut s = Session::new();
+    s.m = manager().with_config(config);
+    let encoded = r#""scopes":"[\"read\",\"write\"]""#;
+    for body in [
+        r#"{"name": "My key", "scopes": ["read","write"], "status": "active"}"#,
+        r#"{"name": "My key", "scopes": "[\"read\",\"write\"]", "status": "active"}"#,
+    ] {
+        let (status, text) = s.call("POST", KEYS, body);
+        assert_eq!(status, 201, "{text}");
+        assert!(text.contains(encoded), "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let scopes: Vec<String> = serde_json::from_str(v["key"]["scopes"].as_str().unwrap()).unwrap();
+        assert_eq!(scopes, ["read", "write"]);
+        let id = v["key"]["id"].as_str().unwrap().to_owned();
+        for (method, path, body) in [
+            ("GET", format!("{KEYS}/{id}"), ""),
+            ("PATCH", format!("{KEYS}/{id}"), r#"{"scopes": "read write"}"#),
+            ("POST", format!("{KEYS}/{id}/rotate"), ""),
+            ("GET", KEYS.to_owned(), ""),
+        ] {
+            let (status, text) = s.call(method, &path, body);
+            assert!(
+                status < 300 && text.contains(encoded) && !text.contains(r#""scopes":["#),
+                "{method} {path}: {text}"
+            );
+        }
+    }
+    // The default stays an array.
+    let mut plain = Session::new();
+    let (_, text) = plain.call("POST", KEYS, r#"{"name": "k", "scopes": "[\"read\"]"}"#);
+    assert!(text.contains(r#""scopes":["read"]"#), "{text}");
+}
+
+#[test]
+fn management_by_scope_and_optionally_by_kind_over_http() {
+    let mut s = Session::new();
+    let (_, standard) =
+        caller_from(&mut s, r#"{"name": "automation", "team_id": "team-a", "scopes": ["read", "write"]}"#);
+    s.caller = standard.clone();
+    let (status, v) = s.json("POST", KEYS, r#"{"name": "made by a standard key"}"#);
+    assert_eq!((status, &v["key"]["team_id"]), (201, &"team-a".into()), "{v}");
+    assert_eq!(s.json("GET", KEYS, "").1["total"], 2);
+
+    let mut config = keygate::ManageConfig::default();
+    config.required_kind = Some(KeyKind::MANAGEMENT);
+    s.m = std::mem::replace(&mut s.m, manager()).with_config(config);
+    let (status, text) = s.call("GET", KEYS, "");
+    assert_eq!(error(status, &text), (403, "permission_error".into(), "management_key_required".into(), None));
+}
+
+/// Every field of every request body, repeated, is refused naming itself (nested ones dotted).
+#[test]
+fn every_field_repeated_is_refused_naming_itself() {
+    let repeated = |f: &str| format!(r#"{{"{f}": null, "{f}": null}}"#);
+    let duplicate = |e: ManageError, name: &str| {
+        assert_eq!((e.code(), e.param()), ("duplicate_field", Some(name)), "{e}");
+    };
+    for f in [
+        "name",
+        "scopes",
+        "status",
+        "team_id",
+        "expires_at",
+        "allowed_models",
+        "allowed_providers",
+        "allowed_ips",
+        "rate_limit",
+        "spend_cap",
+        "metadata",
+        "credits",
+    ] {
+        duplicate(CreateKey::from_json(repeated(f).as_bytes()).unwrap_err(), f);
+    }
+    for f in [
+        "name",
+        "status",
+        "soft_blocked",
+        "scopes",
+        "allowed_models",
+        "allowed_providers",
+        "allowed_ips",
+        "rate_limit",
+        "spend_cap",
+        "expires_at",
+        "metadata",
+        "credits",
+    ] {
+        duplicate(UpdateKey::from_json(repeated(f).as_bytes()).unwrap_err(), f);
+    }
+    for f in ["name", "overlap_seconds", "expires_at"] {
+        duplicate(RotateKey::from_json(repeated(f).as_bytes()).unwrap_err(), f);
+    }
+    for (object, members) in [
+        ("rate_limit", &["requests_per_minute", "tokens_per_minute", "concurrency"][..]),
+        ("spend_cap", &["amount_usd", "period"]),
+        ("credits", &["amount", "refill"]),
+    ] {
+        for m in members {
+            let body = format!(r#"{{"name": "x", "{object}": {}}}"#, repeated(m));
+            duplicate(CreateKey::from_json(body.as_bytes()).unwrap_err(), &format!("{object}.{m}"));
+            let body = format!(r#"{{"{object}": {}}}"#, repeated(m));
+            duplicate(UpdateKey::from_json(body.as_bytes()).unwrap_err(), &format!("{object}.{m}"));
+        }
+    }
+}
+
+/// Which error a body with several faults gets: unknown and repeated names first (the first
+/// in the body), then a missing required field, then each value in a fixed order of fields.
+#[test]
+fn the_first_fault_of_a_body_is_the_one_reported() {
+    let create = |body: &str| CreateKey::from_json(body.as_bytes()).unwrap_err();
+    let update = |body: &str| UpdateKey::from_json(body.as_bytes()).unwrap_err();
+    let rotate = |body: &str| RotateKey::from_json(body.as_bytes()).unwrap_err();
+    for (e, code, param) in [
+        (create(r#"{"name": 5, "scope": 1}"#), "unknown_field", "scope"),
+        (create(r#"{"scope": 1, "name": "x", "name": 5}"#), "unknown_field", "scope"),
+        (create(r#"{"name": "x", "name": 5, "scope": 1}"#), "duplicate_field", "name"),
+        (create(r#"{"scopes": 5, "status": 5}"#), "missing_field", "name"),
+        (create(r#"{"name": 5, "scopes": 5}"#), "invalid_value", "name"),
+        (
+            create(r#"{"credits": 5, "metadata": 5, "spend_cap": 5, "name": "x", "status": 5}"#),
+            "invalid_value",
+            "status",
+        ),
+        (create(r#"{"name": "x", "credits": 5, "metadata": 5}"#), "invalid_value", "metadata"),
+        (create(r#"{"name": "x", "expires_at": 5, "team_id": 5}"#), "invalid_value", "team_id"),
+        (create(r#"{"name": "x", "spend_cap": {"amount_usd": "x"}}"#), "missing_field", "spend_cap.period"),
+        (
+            create(r#"{"name": "x", "spend_cap": {"period": "x", "amount_usd": "x"}}"#),
+            "invalid_value",
+            "spend_cap.amount_usd",
+        ),
+        (create(r#"{"name": "x", "credits": {"refill": "x"}}"#), "missing_field", "credits.amount"),
+        (create(r#"{"name": "x", "rate_limit": {"concurrency": 0, "rpm": 1}}"#), "unknown_field", "rate_limit.rpm"),
+        (
+            create(r#"{"name": "x", "rate_limit": {"concurrency": 0, "requests_per_minute": 0}}"#),
+            "invalid_value",
+            "rate_limit.requests_per_minute",
+        ),
+        (update(r#"{"scopes": 5, "soft_blocked": 5, "status": 5}"#), "invalid_value", "status"),
+        (update(r#"{"expires_at": 5, "spend_cap": 5}"#), "invalid_value", "spend_cap"),
+        (update(r#"{"credits": 5, "metadata": 5, "expires_at": 5}"#), "invalid_value", "expires_at"),
+        (rotate(r#"{"expires_at": 5, "overlap_seconds": -1, "name": 5}"#), "invalid_value", "name"),
+    ] {
+        assert_eq!((e.code(), e.param()), (code, Some(param)), "{e}");
+    }
+    // A name too long to repeat is not repeated, nested or not.
+    let long = "n".repeat(keygate::manage::MAX_ECHOED_NAME + 1);
+    for e in
+        [create(&format!(r#"{{"{long}": 1}}"#)), create(&format!(r#"{{"name": "x", "credits": {{"{long}": 1}}}}"#))]
+    {
+        assert_eq!((e.code(), e.param()), ("unknown_field", None), "{e}");
+    }
+}
+
+/// A key with every field set, byte for byte: the order of the fields and each one's form.
+#[test]
+fn golden_view_of_a_key_with_every_field_set() {
+    let mut s = Session::new();
+    let body = r#"{"name": "full", "scopes": "read write", "status": "disabled", "team_id": "team-a",
+        "expires_at": "2030-01-01T00:00:00Z", "allowed_models": ["gpt-4o", "claude-*"],
+        "allowed_providers": ["openai"], "allowed_ips": ["10.0.0.0/8", "::1/128"],
+        "rate_limit": {"requests_per_minute": 60, "tokens_per_minute": 1000, "concurrency": 2},
+        "spend_cap": {"amount_usd": "12.5", "period": "week"}, "metadata": {"b": [1, {"c": null}], "a": "x"},
+        "credits": {"amount": 7, "refill": "month"}}"#;
+    let (status, text) = s.call("POST", KEYS, body);
+    assert_eq!(status, 201, "{text}");
+    let id = serde_json::from_str::<Value>(&text).unwrap()["key"]["id"].as_str().unwrap().to_owned();
+    let expected = concat!(
+        r#"{"ok":true,"key":{"id":"21tWwauAbegSBUyi","name":"full","prefix":"aistats_v1_sk_21tWwauAbegSBUyi","#,
+        r#""status":"disabled","scopes":["read","write"],"created_at":"2027-01-15T08:00:00Z","kind":"sk","#,
+        r#""team_id":"team-a","soft_blocked":false,"expires_at":"2030-01-01T00:00:00Z","last_used_at":null,"#,
+        r#""updated_at":"2027-01-15T08:00:00Z","allowed_models":["claude-*","gpt-4o"],"#,
+        r#""allowed_providers":["openai"],"allowed_ips":["10.0.0.0/8","::1/128"],"#,
+        r#""rate_limit":{"requests_per_minute":60,"tokens_per_minute":1000,"concurrency":2},"#,
+        r#""spend_cap":{"amount_usd":12.5,"period":"week"},"metadata":{"b":[1,{"c":null}],"a":"x"},"#,
+        r#""credits":{"amount":7,"refill":"month"},"spend_alerts":null,"digest":"current"}}"#
+    );
+    assert_eq!(s.call("GET", &format!("{KEYS}/{id}"), ""), (200, expected.to_owned()));
+    let mut config = keygate::ManageConfig::default();
+    config.scopes_wire = keygate::manage::ScopesWire::JsonString;
+    s.m = std::mem::replace(&mut s.m, manager()).with_config(config);
+    let as_string = expected.replace(r#""scopes":["read","write"]"#, r#""scopes":"[\"read\",\"write\"]""#);
+    assert_eq!(s.call("GET", &format!("{KEYS}/{id}"), ""), (200, as_string));
 }

@@ -6,10 +6,11 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use keygate::{
-    DigestScheme, KeyId, KeyKind, KeyRecord, KeyShape, KeyStatus, KeyStore, ListQuery, Lookup, MemoryStore, PepperId,
-    StoreError, StoredDigest, Timestamp,
-};
+use keygate::record::KeyShape;
+use keygate::secret::{DigestScheme, PepperId, StoredDigest};
+use keygate::store::ListQuery;
+use keygate::verify::Lookup;
+use keygate::{KeyId, KeyKind, KeyRecord, KeyStatus, KeyStore, MemoryStore, StoreError, Timestamp};
 use proptest::prelude::*;
 
 fn digest(n: u64) -> StoredDigest {
@@ -115,22 +116,23 @@ proptest! {
 }
 
 /// A kid the store holds comes back as its own record; any other kid as a stand-in, a live
-/// record of the store (or nothing from an empty shard), never a removed one.
+/// record of the store (nothing only from an empty shard, and none is empty here), never a
+/// removed one.
 #[test]
 fn misses_on_a_kid_answer_with_a_live_stand_in() {
     let store = MemoryStore::new();
     let unknown = |n: u64| KeyId::new(&format!("unknown{n:09}")).unwrap();
-    assert!(store.lookup_kid_or_stand_in(&unknown(1)).unwrap().is_none(), "an empty store has no stand-in");
+    assert!(store.lookup(&Lookup::Kid(unknown(1))).unwrap().is_none(), "an empty store has no stand-in");
     for n in 0..2_000 {
         store.insert(record(n, if n % 5 == 0 { KeyShape::Opaque } else { KeyShape::Selector }, None)).unwrap();
     }
     for n in 0..2_000 {
         let r = record(n, KeyShape::Selector, None);
-        assert_eq!(store.lookup_kid_or_stand_in(&r.id).unwrap().map(|f| f.id), Some(r.id));
+        assert_eq!(store.lookup(&Lookup::Kid(r.id)).unwrap().map(|f| f.id), Some(r.id));
     }
     let mut stand_ins = BTreeSet::new();
     for n in 0..2_000 {
-        let stand_in = store.lookup_kid_or_stand_in(&unknown(n)).unwrap().expect("every shard holds records");
+        let stand_in = store.lookup(&Lookup::Kid(unknown(n))).unwrap().expect("every shard holds records");
         assert_ne!(stand_in.id, unknown(n));
         assert_eq!(store.get(&stand_in.id).unwrap().as_deref(), Some(&*stand_in), "a live record");
         // The plain lookup still says the kid is not there.
@@ -139,6 +141,26 @@ fn misses_on_a_kid_answer_with_a_live_stand_in() {
     }
     // Stand-ins spread over the store rather than repeating a few records.
     assert!(stand_ins.len() > 1_000, "{} distinct stand-ins", stand_ins.len());
+}
+
+/// A sparse table (most of its keys deleted, so runs of empty buckets are everywhere) still
+/// answers every miss with a live stand-in: a gap never turns a miss into a cheaper `None`.
+#[test]
+fn sparse_tables_still_answer_every_miss_with_a_stand_in() {
+    let store = MemoryStore::new();
+    for n in 0..20_000 {
+        store.insert(record(n, KeyShape::Selector, None)).unwrap();
+    }
+    // Keep one key in ten: about 31 per shard in tables sized for 300, a load of a few percent.
+    for n in (0..20_000).filter(|n| n % 10 != 0) {
+        store.delete(&record(n, KeyShape::Selector, None).id).unwrap();
+    }
+    assert_eq!(store.len(), 2_000);
+    for n in 0..5_000u64 {
+        let unknown = KeyId::new(&format!("unknown{n:09}")).unwrap();
+        let stand_in = store.lookup(&Lookup::Kid(unknown)).unwrap().expect("every shard holds records");
+        assert_eq!(store.get(&stand_in.id).unwrap().as_deref(), Some(&*stand_in), "a live record");
+    }
 }
 
 proptest! {
@@ -163,7 +185,7 @@ proptest! {
         prop_assert_eq!(store.len(), live.len());
         for n in 0..60 {
             let id = record(n, KeyShape::Selector, None).id;
-            let found = store.lookup_kid_or_stand_in(&id).unwrap();
+            let found = store.lookup(&Lookup::Kid(id)).unwrap();
             if live.contains(&n) {
                 let found = found.unwrap();
                 prop_assert_eq!(found.id, id);

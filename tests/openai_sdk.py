@@ -50,13 +50,14 @@ assert finish == "stop" and usage is not None and usage.total_tokens > 0, (finis
 print(f"ok: streamed {text!r}, usage {usage.total_tokens}")
 
 # An invalid key: the SDK's AuthenticationError (401 invalid_api_key).
-bad = OpenAI(base_url=base_url, api_key="aistats_v1_sk_0000000000000000_not-a-real-secret", max_retries=0)
-try:
-    bad.models.list()
-    raise AssertionError("an invalid key was accepted")
-except openai.AuthenticationError as e:
-    assert e.status_code == 401 and e.code == "invalid_api_key", (e.status_code, e.code)
-    print(f"ok: invalid key -> AuthenticationError {e.code}")
+for invalid in ["aistats_v1_sk_0000000000000000_not-a-real-secret", "sk-aisa-not-a-real-key-0123456789abcdef"]:
+    bad = OpenAI(base_url=base_url, api_key=invalid, max_retries=0)
+    try:
+        bad.models.list()
+        raise AssertionError("an invalid key was accepted")
+    except openai.AuthenticationError as e:
+        assert e.status_code == 401 and e.code == "invalid_api_key", (e.status_code, e.code)
+        print(f"ok: invalid key {invalid[:8]}... -> AuthenticationError {e.code}")
 
 # A rate limit: the SDK's RateLimitError (429 rate_limited), not retried with max_retries=0.
 limited = OpenAI(base_url=base_url, api_key=os.environ["KEYGATE_LIMITED_KEY"], max_retries=0)

@@ -6,10 +6,12 @@
 
 use std::time::Duration;
 
+use keygate::format::SelectorFormat;
+use keygate::policy::{ModelPatternError, ScopeError, authorize};
+use keygate::secret::{PepperId, Peppers};
 use keygate::{
-    DenialCode, KeyKind, KeyRecord, KeyStatus, KeyStore, MemoryStore, ModelAllowlist, ModelPatternError, Pepper,
-    PepperId, Peppers, RequestAttrs, RequiredScopes, ScopeError, Scopes, SelectorFormat, Timestamp, Verifier,
-    authorize,
+    DenialCode, KeyKind, KeyRecord, KeyStatus, KeyStore, MemoryStore, ModelAllowlist, Pepper, RequestedModel,
+    RequiredScopes, Requirements, Scopes, Timestamp, Verifier,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -28,13 +30,7 @@ fn issue(v: &Verifier) -> (String, KeyRecord) {
 }
 
 /// The whole sans-IO pipeline over one record: parse, verify, authorize.
-fn decide(
-    v: &Verifier,
-    token: &str,
-    record: &KeyRecord,
-    attrs: &RequestAttrs<'_>,
-    now: Timestamp,
-) -> Option<DenialCode> {
+fn decide(v: &Verifier, token: &str, record: &KeyRecord, attrs: &Requirements, now: Timestamp) -> Option<DenialCode> {
     let parsed = v.parse(token).unwrap();
     let lookup = v.lookup(&parsed);
     let outcome = v.verify(&parsed, &lookup, Some(record), now).and_then(|ok| authorize(ok, attrs, now));
@@ -84,9 +80,9 @@ fn every_combination_of_failures_reports_the_first_in_table_order() {
         let fails = |c: usize| mask & (1 << c) != 0;
         let mut r = restricted(record.clone());
         r.soft_blocked = fails(0);
-        let attrs = RequestAttrs::new()
+        let attrs = Requirements::new()
             .with_client_ip(if fails(1) { "192.0.2.1" } else { "10.2.3.4" }.parse().unwrap())
-            .with_scopes(if fails(2) { &bad_scope } else { &good_scope })
+            .with_scopes(if fails(2) { bad_scope } else { good_scope })
             .with_model(if fails(3) { "gpt-4o-mini" } else { "claude-3-opus" })
             .with_provider(if fails(4) { "mistral" } else { "anthropic" });
         let expected = (0..CHECKS.len()).find(|&c| fails(c)).map(|c| CHECKS[c].1);
@@ -116,7 +112,7 @@ fn a_revoked_key_with_a_bad_scope_is_revoked_through_the_store() {
     let store = MemoryStore::new();
     let record = store.insert(restricted(record)).unwrap();
     let bad_scope: RequiredScopes = "keys:write".parse().unwrap();
-    let attrs = RequestAttrs::new().with_scopes(&bad_scope).with_client_ip("10.0.0.1".parse().unwrap());
+    let attrs = Requirements::new().with_scopes(bad_scope).with_client_ip("10.0.0.1".parse().unwrap());
     let run = || v.authenticate(&store, &token, NOW).and_then(|ok| authorize(ok, &attrs, NOW)).map_err(|d| d.code());
     assert_eq!(run().unwrap_err(), DenialCode::InsufficientScope);
 
@@ -133,7 +129,7 @@ fn authorized_carries_the_record() {
     record.team_id = Some("team-1".into());
     let store = MemoryStore::new();
     let stored = store.insert(record).unwrap();
-    let authorized = authorize(v.authenticate(&store, &token, NOW).unwrap(), &RequestAttrs::new(), NOW).unwrap();
+    let authorized = authorize(v.authenticate(&store, &token, NOW).unwrap(), &Requirements::new(), NOW).unwrap();
     assert_eq!(authorized.id(), stored.id);
     assert_eq!(authorized.team_id(), Some("team-1"));
     assert!(authorized.verified().rehash().is_none());
@@ -150,7 +146,7 @@ fn expiry_is_checked_again_at_the_authorization_time() {
     let parsed = v.parse(&token).unwrap();
     let verified = v.verify(&parsed, &v.lookup(&parsed), Some(&record), NOW).unwrap();
     let later = NOW.saturating_add(Duration::from_secs(1));
-    assert_eq!(authorize(verified, &RequestAttrs::new(), later).unwrap_err().code(), DenialCode::ExpiredApiKey);
+    assert_eq!(authorize(verified, &Requirements::new(), later).unwrap_err().code(), DenialCode::ExpiredApiKey);
 }
 
 #[test]
@@ -158,26 +154,26 @@ fn empty_lists_are_unrestricted_and_absent_attributes_unchecked() {
     let v = verifier();
     let (token, record) = issue(&v);
     let none: RequiredScopes = RequiredScopes::EMPTY;
-    let everything = RequestAttrs::new()
-        .with_scopes(&none)
+    let everything = Requirements::new()
+        .with_scopes(none)
         .with_model("any-model")
         .with_provider("any-provider")
         .with_client_ip("198.51.100.1".parse().unwrap());
     assert_eq!(decide(&v, &token, &record, &everything, NOW), None);
-    assert_eq!(decide(&v, &token, &record, &RequestAttrs::new(), NOW), None);
+    assert_eq!(decide(&v, &token, &record, &Requirements::new(), NOW), None);
 
     // A restricted key: a request without a model, provider or scope requirement passes those
     // checks (GET /v1/models names no model) ...
     let r = restricted(record.clone());
-    let from_lan = RequestAttrs::new().with_client_ip("10.9.9.9".parse().unwrap());
+    let from_lan = Requirements::new().with_client_ip("10.9.9.9".parse().unwrap());
     assert_eq!(decide(&v, &token, &r, &from_lan, NOW), None);
     // ... but an unknown client address fails an IP allowlist closed.
-    assert_eq!(decide(&v, &token, &r, &RequestAttrs::new(), NOW), Some(DenialCode::IpNotAllowed));
+    assert_eq!(decide(&v, &token, &r, &Requirements::new(), NOW), Some(DenialCode::IpNotAllowed));
 
     // A key with no scopes passes no scope requirement.
     let chat: RequiredScopes = "chat:write".parse().unwrap();
     assert_eq!(
-        decide(&v, &token, &record, &RequestAttrs::new().with_scopes(&chat), NOW),
+        decide(&v, &token, &record, &Requirements::new().with_scopes(chat), NOW),
         Some(DenialCode::InsufficientScope)
     );
 }
@@ -197,7 +193,7 @@ fn client_addresses_match_cidr_blocks_including_mapped_ipv4() {
         ("2001:db9::1", false),
         ("::a00:1", false), // 10.0.0.1 IPv4-compatible (deprecated), not mapped: not IPv4
     ] {
-        let attrs = RequestAttrs::new().with_client_ip(ip.parse().unwrap());
+        let attrs = Requirements::new().with_client_ip(ip.parse().unwrap());
         let expected = (!allowed).then_some(DenialCode::IpNotAllowed);
         assert_eq!(decide(&v, &token, &r, &attrs, NOW), expected, "{ip}");
     }
@@ -223,14 +219,37 @@ fn model_and_provider_allowlists() {
         ("mistral-7b", false),
         ("gpt-4o:nitro", false),
     ] {
-        let attrs = RequestAttrs::new().with_model(model);
+        let attrs = Requirements::new().with_model(model);
         let expected = (!allowed).then_some(DenialCode::ModelNotAllowed);
         assert_eq!(decide(&v, &token, &record, &attrs, NOW), expected, "{model}");
     }
     for (provider, allowed) in [("openai", true), ("OpenAI", false), ("openai ", false), ("anthropic", false)] {
-        let attrs = RequestAttrs::new().with_provider(provider);
+        let attrs = Requirements::new().with_provider(provider);
         let expected = (!allowed).then_some(DenialCode::ProviderNotAllowed);
         assert_eq!(decide(&v, &token, &record, &attrs, NOW), expected, "{provider}");
+    }
+}
+
+#[test]
+fn a_model_that_could_not_be_read_is_refused_by_any_model_or_provider_allowlist() {
+    // Issue 15: "model unknown" is its own state, never "no model", which every list permits.
+    let v = verifier();
+    let (token, open) = issue(&v);
+    let unreadable = Requirements::new().with_unreadable_model();
+    assert_eq!(unreadable.model, RequestedModel::Unreadable);
+    assert_eq!(decide(&v, &token, &open, &unreadable, NOW), None, "no allowlist: the handler answers");
+    let mut models = open.clone();
+    models.allowed_models = ModelAllowlist::new(["gpt-4o*"]).unwrap();
+    let mut providers = open.clone();
+    providers.allowed_providers = vec!["openai".into()];
+    for record in [&models, &providers, &restricted(open.clone())] {
+        let unreadable = unreadable.clone().with_provider("openai").with_client_ip("10.1.1.1".parse().unwrap());
+        assert_eq!(decide(&v, &token, record, &unreadable, NOW), Some(DenialCode::ModelNotAllowed));
+        // The same request with no model, or a permitted one, passes.
+        let mut absent = unreadable;
+        absent.model = RequestedModel::Absent;
+        assert_eq!(decide(&v, &token, record, &absent, NOW), None);
+        assert_eq!(decide(&v, &token, record, &absent.with_model("gpt-4o"), NOW), None);
     }
 }
 
@@ -271,7 +290,7 @@ fn the_denial_names_every_required_scope() {
     let required: RequiredScopes = "Chat:Write, files:read".parse().unwrap();
     let parsed = v.parse(&token).unwrap();
     let verified = v.verify(&parsed, &v.lookup(&parsed), Some(&record), NOW).unwrap();
-    let denial = authorize(verified, &RequestAttrs::new().with_scopes(&required), NOW).unwrap_err();
+    let denial = authorize(verified, &Requirements::new().with_scopes(required), NOW).unwrap_err();
     assert_eq!(denial.code(), DenialCode::InsufficientScope);
     assert_eq!(denial.required_scopes().map(RequiredScopes::as_str), Some("chat:write files:read"));
     assert_eq!(record.scopes.missing(&required).collect::<Vec<_>>(), ["files:read"]);

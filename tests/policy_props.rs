@@ -6,7 +6,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use keygate::{IpCidr, ModelPattern, RequiredScopes, Scope, Scopes};
+use keygate::policy::{ModelPattern, Scope};
+use keygate::{IpCidr, RequiredScopes, Scopes};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 

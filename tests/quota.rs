@@ -5,9 +5,13 @@
 
 use std::time::Duration;
 
+use keygate::limit::{CellId, LimitName, Limiter};
+use keygate::record::KeyShape;
+use keygate::secret::StoredDigest;
+use keygate::time::Date;
 use keygate::{
-    CellId, Credits, Date, DenialCode, KeyId, KeyKind, KeyRecord, KeyShape, LimitName, LimitRequest, Limiter,
-    MemoryLimitStore, SpendCap, SpendPeriod, StoredDigest, Timestamp, Usage,
+    Credits, DenialCode, KeyId, KeyKind, KeyRecord, LimitRequest, MemoryLimitStore, SpendCap, SpendPeriod, Timestamp,
+    Usage,
 };
 
 fn t(s: &str) -> Timestamp {
@@ -229,4 +233,152 @@ fn a_quota_refusal_takes_nothing_from_the_rate_limits() {
     assert_eq!(limiter.check(&r, req(), now).unwrap_err().code(), DenialCode::QuotaExceeded);
     assert_eq!(store.peek(&r.id, CellId::new(LimitName::REQUESTS)).value, 0);
     assert_eq!(store.peek(&r.id, CellId::new(LimitName::CONCURRENCY)).value, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reservations: spend and credits under concurrency, settled to the real usage
+
+/// Admissions held open from 8 threads at once (streams that have not ended), 400 attempts.
+fn admit_held(limiter: &Limiter<&MemoryLimitStore>, r: &KeyRecord, request: LimitRequest, now: Timestamp) -> usize {
+    let barrier = std::sync::Barrier::new(8);
+    std::thread::scope(|s| {
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    (0..50).filter_map(|_| limiter.check(r, request, now).ok()).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let held: Vec<_> = threads.into_iter().flat_map(|t| t.join().expect("thread")).collect();
+        held.len()
+    })
+}
+
+/// Ten streams at once under a cap of 100 micro-dollars a day, each estimated at 615 (a
+/// `gpt-4o-mini` reply of up to 1 024 tokens): one is admitted, nine are refused. Spend used to
+/// be checked at admission and recorded only at the end, so all ten ran.
+#[test]
+fn parallel_streams_cannot_spend_past_a_cap() {
+    let store = MemoryLimitStore::new();
+    let limiter = Limiter::new(&store);
+    let r = record(cap(100, SpendPeriod::Day), None);
+    let now = t("2024-06-01T12:00:00Z");
+    let request = req().with_spend_estimate(615);
+    let outcomes: Vec<_> = (0..10).map(|_| limiter.check(&r, request, now)).collect();
+    let admitted: Vec<_> = outcomes.iter().filter(|o| o.is_ok()).collect();
+    assert_eq!(admitted.len(), 1);
+    for refused in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+        assert_eq!((refused.code(), refused.status()), (DenialCode::QuotaExceeded, 429));
+        assert_eq!(refused.retry_after(), Some(Duration::from_secs(12 * 3_600)));
+    }
+    // The stream ends having cost 35: the reservation is settled, and the next one may start.
+    let first = outcomes.into_iter().find_map(Result::ok).unwrap();
+    assert_eq!(first.finish(Usage::new(0, 35), now).unwrap().period_spend, Some(35));
+    assert!(limiter.check(&r, request, now).is_ok());
+}
+
+/// However many requests are admitted at once, the counter (spent plus reserved) passes the cap
+/// by less than one estimate: with a cap of 1 000 and estimates of 100, exactly 10 of 400.
+#[test]
+fn concurrent_admissions_reserve_their_spend_estimate() {
+    let store = MemoryLimitStore::new();
+    let limiter = Limiter::new(&store);
+    let r = record(cap(1_000, SpendPeriod::Day), None);
+    let now = t("2024-06-01T12:00:00Z");
+    assert_eq!(admit_held(&limiter, &r, req().with_spend_estimate(100), now), 10);
+    // An estimate that does not divide the cap: 1 000 / 300 admits 4 (the last passes the cap
+    // by 200, less than its own 300).
+    let mut r = record(cap(1_000, SpendPeriod::Day), None);
+    r.id = KeyId::new("quotakey00000002").unwrap();
+    assert_eq!(admit_held(&limiter, &r, req().with_spend_estimate(300), now), 4);
+    let spend = store.peek(&r.id, CellId::for_period(LimitName::SPEND, t("2024-06-01T00:00:00Z")));
+    assert_eq!(spend.value, 1_200, "what the held admissions reserved");
+}
+
+/// Streams that start and end all the time, each spending at most its estimate: the period's
+/// spend never passes the cap by a whole estimate.
+#[test]
+fn streaming_under_contention_passes_a_cap_by_less_than_one_estimate() {
+    let store = MemoryLimitStore::new();
+    let limiter = Limiter::new(&store);
+    let r = record(cap(10_000, SpendPeriod::Day), None);
+    let now = t("2024-06-01T12:00:00Z");
+    std::thread::scope(|s| {
+        for thread in 0..8u64 {
+            let (limiter, r) = (&limiter, &r);
+            s.spawn(move || {
+                for i in 0..500u64 {
+                    if let Ok(a) = limiter.check(r, req().with_spend_estimate(250), now) {
+                        std::thread::yield_now();
+                        a.finish(Usage::new(0, 150 + (thread * 7 + i * 13) % 101), now).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let spent = store.peek(&r.id, CellId::for_period(LimitName::SPEND, t("2024-06-01T00:00:00Z"))).value;
+    // Less than the cap plus one estimate (and, with 4 000 attempts, the cap was reached).
+    assert!((5_000..10_250).contains(&spent), "{spent}");
+}
+
+/// `finish` replaces the reservation by the real spend, in the period of the reservation; a
+/// dropped admission keeps it.
+#[test]
+fn finish_settles_the_spend_reservation_exactly() {
+    let store = MemoryLimitStore::new();
+    let limiter = Limiter::new(&store);
+    let r = record(cap(1_000_000, SpendPeriod::Day), None);
+    let now = t("2024-06-01T23:59:59Z");
+    let today = CellId::for_period(LimitName::SPEND, t("2024-06-01T00:00:00Z"));
+    let spent = || store.peek(&r.id, today).value;
+    let estimate = |micros| req().with_spend_estimate(micros);
+
+    let a = limiter.check(&r, estimate(300), now).unwrap();
+    assert_eq!(spent(), 300, "reserved at admission");
+    assert_eq!(a.finish(Usage::new(0, 120), now).unwrap().period_spend, Some(120), "180 back");
+    let b = limiter.check(&r, estimate(300), now).unwrap();
+    assert_eq!(b.finish(Usage::new(0, 450), now).unwrap().period_spend, Some(570), "150 more");
+    let c = limiter.check(&r, estimate(200), now).unwrap();
+    assert_eq!(c.finish(Usage::new(0, 200), now).unwrap().period_spend, Some(770), "as estimated");
+    let d = limiter.check(&r, req(), now).unwrap();
+    assert_eq!(d.finish(Usage::new(0, 30), now).unwrap().period_spend, Some(800), "no estimate");
+    let e = limiter.check(&r, req(), now).unwrap();
+    assert_eq!(e.finish(Usage::default(), now).unwrap().period_spend, None, "nothing reserved, nothing spent");
+    drop(limiter.check(&r, estimate(90), now).unwrap());
+    assert_eq!(spent(), 890, "a dropped admission keeps its reservation");
+
+    // Admitted before midnight, finished after: it settles in the day it was admitted in.
+    let late = limiter.check(&r, estimate(100), now).unwrap();
+    let after_midnight = t("2024-06-02T00:00:01Z");
+    assert_eq!(late.finish(Usage::new(0, 40), after_midnight).unwrap().period_spend, Some(930));
+    assert_eq!(store.peek(&r.id, CellId::for_period(LimitName::SPEND, after_midnight)).value, 0);
+}
+
+/// Credits are taken at admission (refused when they do not fit, so concurrent admissions never
+/// take more than the budget) and settled to the real cost when the request says it differs.
+#[test]
+fn credits_are_reserved_then_settled_to_the_real_cost() {
+    let store = MemoryLimitStore::new();
+    let limiter = Limiter::new(&store);
+    let r = record(None, Some(Credits { amount: 10, refill: None }));
+    let now = t("2024-06-01T12:00:00Z");
+    assert_eq!(admit_held(&limiter, &r, req().with_credits(3), now), 3);
+    let used = |r: &KeyRecord| store.peek(&r.id, CellId::new(LimitName::CREDITS)).value;
+    assert_eq!(used(&r), 9, "the held admissions were dropped: their credits stay taken");
+
+    let mut r = r;
+    r.id = KeyId::new("quotakey00000003").unwrap();
+    let a = limiter.check(&r, req().with_credits(4), now).unwrap();
+    assert_eq!(used(&r), 4);
+    a.finish(Usage::default().with_credits(1), now).unwrap();
+    assert_eq!(used(&r), 1, "3 back");
+    let b = limiter.check(&r, req().with_credits(2), now).unwrap();
+    b.finish(Usage::default().with_credits(6), now).unwrap();
+    assert_eq!(used(&r), 7, "4 more");
+    let c = limiter.check(&r, req().with_credits(2), now).unwrap();
+    c.finish(Usage::default(), now).unwrap();
+    assert_eq!(used(&r), 9, "the cost admitted with");
+    // 1 left: a cost of 2 does not fit.
+    assert_eq!(limiter.check(&r, req().with_credits(2), now).unwrap_err().code(), DenialCode::QuotaExceeded);
 }

@@ -1,23 +1,29 @@
 //! The SQL stores against real databases: one contract, run on `MemoryStore` (the reference),
 //! SQLite in a temporary file and PostgreSQL.
 //!
-//! PostgreSQL is `postgres://postgres@127.0.0.1:5432/test` unless `KEYGATE_POSTGRES_URL` says
-//! otherwise. Each test works in a schema of its own (`search_path`), dropped at the end. When
-//! the server is unreachable the PostgreSQL tests print "not run" and pass, except with
-//! `KEYGATE_CI` set, where they fail.
+//! PostgreSQL is `KEYGATE_POSTGRES_URL`, or a throwaway server the tests start
+//! (`tests/support/servers.rs`). Each test works in a schema of its own (`search_path`), dropped
+//! at the end. Without PostgreSQL the PostgreSQL tests say so and pass, except with `KEYGATE_CI`
+//! set, where they fail.
 
 #![cfg(any(feature = "sqlite", feature = "postgres"))]
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc, clippy::unwrap_used)]
+
+#[cfg(feature = "postgres")]
+mod support;
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use keygate::record::KeyShape;
+use keygate::secret::{DigestScheme, PepperId, StoredDigest};
+use keygate::store::{BatchError, ListQuery, MAX_PAGE, SqlConfig};
+use keygate::verify::Lookup;
 use keygate::{
-    AsyncKeyStore, Credits, DigestScheme, IpCidr, KeyId, KeyKind, KeyRecord, KeyShape, KeyStatus, ListQuery, Lookup,
-    MAX_PAGE, MemoryStore, ModelAllowlist, PepperId, RateLimits, Ready, Scopes, SpendCap, SpendPeriod, SqlConfig,
-    StoreError, StoredDigest, Timestamp,
+    AsyncKeyStore, Credits, IpCidr, KeyId, KeyKind, KeyRecord, KeyStatus, MemoryStore, ModelAllowlist, RateLimits,
+    Scopes, SpendCap, SpendPeriod, StoreError, Timestamp,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -77,6 +83,7 @@ fn full_record(kid: &str, team: &str) -> KeyRecord {
     r.updated_at = Timestamp::from_unix_nanos(1_700_000_100_000_000_001);
     r.expires_at = Some(Timestamp::from_unix_secs(1_900_000_000));
     r.last_used_at = Some(Timestamp::from_unix_nanos(1_700_000_050_999_999_999));
+    r.inherits_budget = Some(id("predecessor0001"));
     r
 }
 
@@ -97,6 +104,38 @@ async fn contract<S: AsyncKeyStore>(store: &S, p: &str) {
     opaque_digests(store, p).await;
     full_round_trip(store, p).await;
     listing(store, p).await;
+    batches(store, p).await;
+}
+
+/// `insert_batch`: all or none, naming every record whose id or opaque digest is taken (by the
+/// store or an earlier record of the batch); batches longer than one SQL statement's rows.
+async fn batches<S: AsyncKeyStore>(store: &S, p: &str) {
+    let stored = opaque(&format!("{p}bstored"), 20);
+    store.insert(stored.clone()).await.unwrap();
+    let fresh = |n: usize| selector(&format!("{p}b{n}"), 21);
+    let mut same_digest = opaque(&format!("{p}bdigest"), 22);
+    same_digest.digest = stored.digest;
+    let refused = vec![fresh(0), opaque(&format!("{p}bstored"), 23), fresh(1), fresh(0), same_digest];
+    assert_eq!(store.insert_batch(refused).await, Err(BatchError::Conflicts(vec![1, 3, 4])));
+    for n in 0..2 {
+        assert_eq!(store.get(&fresh(n).id).await, Ok(None), "nothing of a refused batch is stored");
+    }
+    assert_eq!(store.get(&id(&format!("{p}bdigest"))).await, Ok(None));
+
+    // 1 200 records: more than one statement's worth in the SQL stores.
+    let many: Vec<KeyRecord> = (0..1200).map(fresh).collect();
+    let written = store.insert_batch(many.clone()).await.unwrap();
+    assert_eq!(written.iter().map(|r| (**r).clone()).collect::<Vec<_>>(), many);
+    for r in [&many[0], &many[599], &many[1199]] {
+        assert_eq!(store.get(&r.id).await.unwrap().as_deref(), Some(r));
+    }
+    // The last one again: refused, and the rest of that batch with it.
+    let again = vec![fresh(5000), many[1199].clone()];
+    assert_eq!(store.insert_batch(again).await, Err(BatchError::Conflicts(vec![1])));
+    assert_eq!(store.get(&fresh(5000).id).await, Ok(None));
+    for r in many.iter().chain([&stored]) {
+        store.delete(&r.id).await.unwrap();
+    }
 }
 
 async fn crud_and_cas<S: AsyncKeyStore>(store: &S, p: &str) {
@@ -217,7 +256,7 @@ async fn full_round_trip<S: AsyncKeyStore>(store: &S, p: &str) {
 }
 
 /// The ids of a listing, in order.
-fn ids(page: &keygate::Page) -> Vec<KeyId> {
+fn ids(page: &keygate::store::Page) -> Vec<KeyId> {
     page.records.iter().map(|r| r.id).collect()
 }
 
@@ -298,7 +337,7 @@ async fn listing<S: AsyncKeyStore>(store: &S, p: &str) {
     assert_eq!(past.total, order(&team_a).len());
     // An unknown team.
     let none = store.list(&ListQuery { team_id: Some(format!("{p}nobody")), limit: 10, offset: 0 }).await.unwrap();
-    assert_eq!(none, keygate::Page::default());
+    assert_eq!(none, keygate::store::Page::default());
     // Without a team filter every key is there, in the same order (other keys may interleave
     // when a database is shared, so compare the subsequence).
     let mut everything = Vec::new();
@@ -334,12 +373,78 @@ async fn listing<S: AsyncKeyStore>(store: &S, p: &str) {
         store.delete(&r.id).await.unwrap();
     }
     let a = store.list(&ListQuery { team_id: Some(team_a), limit: 10, offset: 0 }).await.unwrap();
-    assert_eq!(a, keygate::Page::default());
+    assert_eq!(a, keygate::store::Page::default());
 }
 
 #[tokio::test]
 async fn memory_store_keeps_the_contract() {
-    contract(&Ready(MemoryStore::new()), "m").await;
+    contract(&MemoryStore::new(), "m").await;
+}
+
+/// Issue 15, item 7, through a store: a rotated key keeps its credits and continues its
+/// predecessor's counters, also after the records made the round trip through the database.
+/// The key has one credit left and has reached its spend cap when it is rotated.
+async fn rotation_continues_the_budget<S: AsyncKeyStore>(store: S) {
+    use keygate::format::SelectorFormat;
+    use keygate::limit::Limiter;
+    use keygate::manage::{CreateKey, RotateKey};
+    use keygate::secret::Peppers;
+    use keygate::{Caller, Credits, LimitRequest, Manager, MemoryLimitStore, Pepper, Usage, Verifier};
+    use rand_chacha::ChaCha20Rng;
+    use rand_chacha::rand_core::SeedableRng;
+    let verifier = Verifier::new(
+        SelectorFormat::new("aistats").unwrap(),
+        Peppers::new(Pepper::new(PepperId(1), &[3; 32]).unwrap()),
+    );
+    let m = Manager::new(store, verifier);
+    let (op, mut rng) = (Caller::operator(), ChaCha20Rng::from_seed([7; 32]));
+    let now = Timestamp::from_unix_secs(1_800_000_000);
+    let limiter = Limiter::new(MemoryLimitStore::new());
+    let one = LimitRequest::new().with_credits(1);
+
+    let mut r = CreateKey::new("metered");
+    r.credits = Some(Credits { amount: 100, refill: None });
+    let credited = m.create_async(&op, &r, now, &mut rng).await.unwrap();
+    let mut r = CreateKey::new("capped");
+    r.spend_cap = Some(SpendCap { amount_micros: 1_000, period: SpendPeriod::Day });
+    let capped = m.create_async(&op, &r, now, &mut rng).await.unwrap();
+
+    // 99 of 100 credits used; the cap reached.
+    for _ in 0..99 {
+        limiter.check(credited.record(), one, now).unwrap().finish(Usage::new(0, 0), now).unwrap();
+    }
+    limiter.check(capped.record(), one, now).unwrap().finish(Usage::new(0, 1_000), now).unwrap();
+
+    for (old, allowed) in [(credited.record().id, 1), (capped.record().id, 0)] {
+        let rotated = m.rotate_async(&op, &old, &RotateKey::default(), now, &mut rng).await.unwrap();
+        let successor = m.store().get(&rotated.key().record().id).await.unwrap().unwrap();
+        assert_eq!(successor.inherits_budget, Some(old), "stored");
+        assert_eq!(successor.budget_id(), old);
+        let mut admitted = 0;
+        for _ in 0..100 {
+            match limiter.check(&successor, one, now) {
+                Ok(a) => {
+                    a.finish(Usage::new(0, 0), now).unwrap();
+                    admitted += 1;
+                }
+                Err(d) => assert_eq!(d.code(), keygate::DenialCode::QuotaExceeded),
+            }
+        }
+        assert_eq!(admitted, allowed, "{}", successor.name);
+        if allowed == 1 {
+            assert_eq!(successor.credits, Some(Credits { amount: 100, refill: None }), "credits copied");
+        }
+        // A rotation of the successor continues the same counters.
+        let next = m.rotate_async(&op, &successor.id, &RotateKey::default(), now, &mut rng).await.unwrap();
+        let next = m.store().get(&next.key().record().id).await.unwrap().unwrap();
+        assert_eq!(next.budget_id(), old);
+        assert!(limiter.check(&next, one, now).is_err());
+    }
+}
+
+#[tokio::test]
+async fn memory_store_rotation_continues_the_budget() {
+    rotation_continues_the_budget(MemoryStore::new()).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -383,6 +488,12 @@ mod sqlite {
     }
 
     #[tokio::test]
+    async fn sqlite_rotation_continues_the_budget() {
+        let db = TempDb::new();
+        rotation_continues_the_budget(SqliteStore::open(db.path(), SqlConfig::default()).await.unwrap()).await;
+    }
+
+    #[tokio::test]
     async fn sqlite_url_and_in_memory() {
         let db = TempDb::new();
         let store = SqliteStore::open(&format!("sqlite://{}", db.path()), SqlConfig::default()).await.unwrap();
@@ -417,7 +528,7 @@ mod sqlite {
         assert_eq!(reopened.get(&r.id).await.unwrap(), Some(renamed));
         let migrations: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(reopened.pool()).await.unwrap();
-        assert_eq!(migrations, 1);
+        assert_eq!(migrations, 3);
         let journal: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(reopened.pool()).await.unwrap();
         assert_eq!(journal, "wal");
         assert!(format!("{reopened:?}").contains("SqliteStore"));
@@ -496,47 +607,55 @@ mod sqlite {
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
-    use keygate::{KeyChange, KeyChanges, PostgresStore};
+    use keygate::PostgresStore;
+    use keygate::store::{KeyChange, KeyChanges};
     use sqlx::Connection as _;
     use sqlx::postgres::{PgConnectOptions, PgConnection};
     use std::str::FromStr;
     use std::sync::Arc;
 
-    fn url() -> String {
-        std::env::var("KEYGATE_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    fn url() -> &'static str {
+        super::support::servers::postgres_url().expect("PostgreSQL")
     }
 
-    /// A schema of its own on the test server, or `None` (with a note) if the server is down.
+    /// A schema of its own on the test server, or `None` when there is no PostgreSQL (the
+    /// support module says so).
     struct Schema {
         name: String,
         admin: PgConnection,
+        /// A database of its own rather than a schema: change notices are per database, so a
+        /// test that counts them sees no other test's.
+        database: bool,
     }
 
     impl Schema {
         async fn new() -> Option<Self> {
-            let url = url();
-            let admin = match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&url)).await {
-                Ok(Ok(conn)) => conn,
-                failed => {
-                    let why = match failed {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => "timed out".into(),
-                    };
-                    assert!(
-                        std::env::var_os("KEYGATE_CI").is_none(),
-                        "PostgreSQL unreachable at {url} ({why}) and KEYGATE_CI is set"
-                    );
-                    eprintln!("not run: PostgreSQL unreachable at {url} ({why})");
-                    return None;
-                }
-            };
-            let mut schema = Self { name: unique("kg_test").to_lowercase(), admin };
+            let url = super::support::servers::postgres_url()?;
+            let connect = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(url));
+            let admin = connect.await.expect("PostgreSQL answers in time").expect("PostgreSQL");
+            let mut schema = Self { name: unique("kg_test").to_lowercase(), admin, database: false };
             sqlx::query(&format!("CREATE SCHEMA {}", schema.name)).execute(&mut schema.admin).await.unwrap();
             Some(schema)
         }
 
+        /// A database of its own, for a test that follows the change feed.
+        #[cfg(feature = "cache")]
+        async fn database() -> Option<Self> {
+            let url = super::support::servers::postgres_url()?;
+            let connect = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(url));
+            let admin = connect.await.expect("PostgreSQL answers in time").expect("PostgreSQL");
+            let mut db = Self { name: unique("kg_test").to_lowercase(), admin, database: true };
+            sqlx::query(&format!("CREATE DATABASE {}", db.name)).execute(&mut db.admin).await.unwrap();
+            Some(db)
+        }
+
         fn options(&self) -> PgConnectOptions {
-            PgConnectOptions::from_str(&url()).unwrap().options([("search_path", self.name.as_str())])
+            let options = PgConnectOptions::from_str(url()).unwrap();
+            if self.database {
+                options.database(&self.name)
+            } else {
+                options.options([("search_path", self.name.as_str())])
+            }
         }
 
         async fn store(&self) -> PostgresStore {
@@ -544,7 +663,12 @@ mod postgres {
         }
 
         async fn drop(mut self) {
-            sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.name)).execute(&mut self.admin).await.unwrap();
+            let drop = if self.database {
+                format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)
+            } else {
+                format!("DROP SCHEMA {} CASCADE", self.name)
+            };
+            sqlx::query(&drop).execute(&mut self.admin).await.unwrap();
         }
     }
 
@@ -553,6 +677,15 @@ mod postgres {
         let Some(schema) = Schema::new().await else { return };
         let store = schema.store().await;
         contract(&store, "p").await;
+        store.close().await;
+        schema.drop().await;
+    }
+
+    #[tokio::test]
+    async fn postgres_rotation_continues_the_budget() {
+        let Some(schema) = Schema::new().await else { return };
+        let store = schema.store().await;
+        rotation_continues_the_budget(store.clone()).await;
         store.close().await;
         schema.drop().await;
     }
@@ -575,7 +708,7 @@ mod postgres {
         assert_eq!(again.get(&r.id).await.unwrap().as_deref(), Some(&r));
         let migrations: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(again.pool()).await.unwrap();
-        assert_eq!(migrations, 1);
+        assert_eq!(migrations, 5);
         again.close().await;
         schema.drop().await;
     }
@@ -672,10 +805,12 @@ mod postgres {
         let r = selector(kid, 1);
         writer.insert(r.clone()).await.unwrap();
         assert_eq!(next_about(&mut changes, k).await, KeyChange::Changed(k));
-        writer.replace(0, r.clone()).await.unwrap();
+        let mut renamed = r.clone();
+        renamed.name = "renamed".into();
+        writer.replace(0, renamed.clone()).await.unwrap();
         assert_eq!(next_about(&mut changes, k).await, KeyChange::Changed(k));
         // A failed compare-and-swap changes nothing and announces nothing.
-        assert_eq!(writer.replace(0, r.clone()).await, Err(StoreError::Conflict));
+        assert_eq!(writer.replace(0, renamed).await, Err(StoreError::Conflict));
         writer.delete(&k).await.unwrap();
         assert_eq!(next_about(&mut changes, k).await, KeyChange::Changed(k));
 
@@ -698,6 +833,41 @@ mod postgres {
         sqlx::query("TRUNCATE keygate_keys").execute(writer.pool()).await.unwrap();
         assert_eq!(next_about(&mut changes, k).await, KeyChange::Resync);
 
+        reader.close().await;
+        writer.close().await;
+        drop(changes);
+        schema.drop().await;
+    }
+
+    /// A write that only records a key's last use is not announced (every gateway would evict
+    /// every recently used key); any other change still is.
+    #[tokio::test]
+    async fn last_used_writes_are_not_announced() {
+        let Some(schema) = Schema::new().await else { return };
+        let reader = schema.store().await;
+        let mut changes = reader.changes().await.unwrap();
+        let writer = schema.store().await;
+        let kid = unique("u").replace('_', "-");
+        let k = id(&kid[..kid.len().min(32)]);
+        // Another test's TRUNCATE sends a Resync on the shared channel now and then: skip it.
+        async fn named(changes: &mut KeyChanges, k: KeyId) {
+            while next_about(changes, k).await != KeyChange::Changed(k) {}
+        }
+        writer.insert(selector(k.as_str(), 1)).await.unwrap();
+        named(&mut changes, k).await;
+
+        let last_used = keygate::manage::LastUsed::new(Duration::from_secs(10));
+        last_used.touch(k, Timestamp::from_unix_secs(2_000));
+        assert_eq!(last_used.flush_async(&writer, Timestamp::from_unix_secs(2_000)).await.written, 1);
+        assert_eq!(writer.get(&k).await.unwrap().unwrap().last_used_at, Some(Timestamp::from_unix_secs(2_000)));
+        let quiet = tokio::time::timeout(Duration::from_millis(500), named(&mut changes, k)).await;
+        assert!(quiet.is_err(), "a last-used write was announced");
+
+        let current = writer.get(&k).await.unwrap().unwrap();
+        let mut renamed = KeyRecord::clone(&current);
+        renamed.name = "renamed".into();
+        writer.replace(current.revision, renamed).await.unwrap();
+        named(&mut changes, k).await;
         reader.close().await;
         writer.close().await;
         drop(changes);
@@ -732,6 +902,67 @@ mod postgres {
         assert_eq!(won, 1);
         assert_eq!(store.get(&r.id).await.unwrap().unwrap().revision, 1);
         store.close().await;
+        schema.drop().await;
+    }
+
+    /// The kid set of a cache in front of PostgreSQL: loaded from the table, told of a key
+    /// another store (another process) creates by the change feed, so that it is found on its
+    /// first use after the notice; and loaded again after the feed reconnects (the deleted key
+    /// it still held is gone from the new set).
+    #[cfg(feature = "cache")]
+    #[tokio::test]
+    async fn the_kid_set_follows_another_process_and_reloads_after_a_resync() {
+        use keygate::CachedStore;
+        let Some(schema) = Schema::database().await else { return };
+        let app = unique("kg_kids");
+        let options = schema.options().application_name(&app);
+        let reader = PostgresStore::connect_with(options, SqlConfig::default()).await.unwrap();
+        let writer = schema.store().await;
+        let (first, second) = (id("kids-first-0001"), id("kids-second-001"));
+        writer.insert(selector(first.as_str(), 1)).await.unwrap();
+        let changes = reader.changes().await.unwrap();
+        let cache = CachedStore::new(reader);
+        assert_eq!(cache.load_kids().await.unwrap(), 1);
+        let follower = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.follow(changes).await }
+        });
+        let found = |kid: KeyId| {
+            let cache = cache.clone();
+            async move { cache.lookup(&Lookup::Kid(kid)).await.unwrap().is_some_and(|r| r.id == kid) }
+        };
+        assert!(found(first).await);
+        assert!(!found(second).await);
+
+        writer.insert(selector(second.as_str(), 2)).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cache.kids_len() < 2 {
+            assert!(Instant::now() < deadline, "no notice of the new key");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(found(second).await, "a key announced is found on its first use");
+
+        // Deleted: still in the set (a store read, then absent), until the feed reconnects.
+        writer.delete(&first).await.unwrap();
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND query LIKE 'LISTEN%'",
+        )
+        .bind(&app)
+        .fetch_all(writer.pool())
+        .await
+        .unwrap();
+        assert_eq!(killed, vec![true]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(cache.kids_loaded() && cache.kids_len() == 1) {
+            assert!(Instant::now() < deadline, "the kid set was not reloaded: {} kids", cache.kids_len());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(found(second).await);
+        assert!(!found(first).await);
+        follower.abort();
+        cache.inner().close().await;
+        writer.close().await;
         schema.drop().await;
     }
 }

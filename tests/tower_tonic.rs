@@ -17,11 +17,15 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes};
 use http::uri::PathAndQuery;
-use keygate::tower::{KeyGateLayer, Principal, Requirements};
+use keygate::format::SelectorFormat;
+use keygate::limit::Limiter;
+use keygate::secret::{PepperId, Peppers};
+use keygate::tower::KeyGateLayer;
 use keygate::{
-    Gate, KeyId, KeyKind, KeyRecord, KeyStatus, KeyStore, Limiter, MemoryLimitStore, MemoryStore, Pepper, PepperId,
-    Peppers, Ready, RequiredScopes, Scopes, SelectorFormat, Timestamp, Verifier,
+    Gate, KeyId, KeyKind, KeyRecord, KeyStatus, KeyStore, MemoryLimitStore, MemoryStore, Pepper, RequiredScopes,
+    Scopes, Timestamp, Verifier,
 };
+use keygate::{Principal, Requirements};
 use tonic::body::Body;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::NamedService;
@@ -29,7 +33,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Code, Status};
 
-type TestGate = Gate<Ready<MemoryStore>, Arc<MemoryLimitStore>>;
+type TestGate = Gate<MemoryStore, Arc<MemoryLimitStore>>;
 
 const HELLO: &str = "/keygate.test.Greeter/Hello";
 const ADMIN: &str = "/keygate.test.Greeter/Admin";
@@ -102,14 +106,14 @@ fn gate() -> Arc<TestGate> {
         SelectorFormat::new("aistats").unwrap(),
         Peppers::new(Pepper::new(PepperId(1), &[9; 32]).unwrap()),
     );
-    Arc::new(Gate::new(verifier, Ready(MemoryStore::new()), Limiter::new(Arc::new(MemoryLimitStore::new()))))
+    Arc::new(Gate::new(verifier, MemoryStore::new(), Limiter::new(Arc::new(MemoryLimitStore::new()))))
 }
 
 fn issue(gate: &TestGate, change: impl FnOnce(&mut KeyRecord)) -> (String, KeyId) {
     let (key, mut record) = gate.verifier().issue(&mut keygate::OsRng, KeyKind::STANDARD, Timestamp::now()).unwrap();
     record.scopes = Scopes::parse("hello:read").unwrap();
     change(&mut record);
-    gate.store().0.insert(record).unwrap();
+    gate.store().insert(record).unwrap();
     (key.token().expose_secret().to_owned(), key.id())
 }
 
@@ -174,8 +178,8 @@ async fn grpc_clients_get_grpc_statuses_and_the_service_gets_the_principal() {
     // Revocation is seen by the very next call.
     let (other, id) = issue(&gate, |_| {});
     call(&channel, HELLO, Some(&other)).await.unwrap();
-    let mut record = (*KeyStore::get(&gate.store().0, &id).unwrap().unwrap()).clone();
+    let mut record = (*KeyStore::get(&gate.store(), &id).unwrap().unwrap()).clone();
     record.status = KeyStatus::Revoked;
-    gate.store().0.replace(record.revision, record).unwrap();
+    gate.store().replace(record.revision, record).unwrap();
     expect_status(call(&channel, HELLO, Some(&other)).await, Code::Unauthenticated, "revoked_api_key");
 }

@@ -1,19 +1,21 @@
 //! The gateway's state, its routes, and what each route requires of a key.
 //!
 //! ```text
-//! request ──► JsonModelLayer   reads `model` and `max_tokens` from a JSON body
-//!         ──► KeyGateLayer     key, policy (model, provider, client IP, scopes) and limits;
-//!                              a denial is answered here, exactly as DESIGN.md's table says
+//! request ──► KeyGateLayer     the key, from the headers alone (no body is read without one);
+//!                              then `model` and `max_tokens` from a JSON body; then policy
+//!                              (model, provider, client IP, scopes) and limits; a denial is
+//!                              answered here, exactly as the decision table says
 //!         ──► track            records the key's last use
 //!         ──► handler          chat completions, models, wallet, management API, usage, metrics
 //! ```
 //!
 //! Every decision and every reply's usage also goes to the gate's event sinks: `UsageStats`
-//! (per-key counters served by `GET /v1/management/keys/{id}/usage`) and `MetricsSink`
-//! (counters and histograms rendered in Prometheus text by `GET /metrics`).
+//! (per-key counters served by `GET /v1/management/keys/{id}/usage`), `MetricsSink`
+//! (counters and histograms rendered in Prometheus text by `GET /metrics`) and the usage log
+//! (a record per request, served by `GET /v1/management/keys/{id}/logs`,
+//! `/v1/management/usage` and `/v1/management/alerts`). The dashboard (`/dashboard`) is
+//! public: its page holds no key, and its calls go through the management API.
 
-use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,30 +28,34 @@ use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{any, get, post};
-use axum::serve::ListenerExt;
-use keygate::events::{MetricsSink, PeriodUsage, UsageStats};
-use keygate::tower::{JsonModel, JsonModelLayer, KeyGateLayer, Principal, Requirements};
+use keygate::events::MetricsSink;
+use keygate::limit::Limiter;
+use keygate::manage::{Access, LastUsed, ManageRequest, ManageResponse, ManageRoute, Usd};
+use keygate::tower::{JsonModel, KeyGateLayer};
+use keygate::usage_log::{LogRoute, UsageLog, handle_log_request};
 use keygate::{
-    Access, AsyncKeyStore, Caller, Gate, KeyId, KeyKind, LastUsed, LimitRequest, Limiter, ManageConfig, ManageRequest,
-    ManageResponse, ManageRoute, Manager, OsRng, Timestamp, Usd, Verifier,
+    AsyncKeyStore, Caller, Gate, KeyId, LimitRequest, ManageConfig, Manager, OsRng, Principal, Requirements, Timestamp,
+    Verifier,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
 use crate::backends::{Keys, Limits};
 use crate::billing::{Account, Meter};
 use crate::catalog::{self, Model};
+use crate::counters::Counters;
+use crate::logs::Logs;
 use crate::mock::{self, ChatRequest};
 use crate::stream::EventStream;
 use crate::wallet::{Wallets, format_usd};
 
 /// The pipeline: the key store and the limit state chosen by `--store` and `--limits`, and the
 /// event sinks.
-pub(crate) type KeyGate = Gate<Arc<Keys>, Arc<Limits>, Events>;
+pub(crate) type KeyGate = Gate<Keys, Limits, Events>;
 
-/// Where the gate reports decisions and usage: per-key counters, and the `metrics` facade.
-pub(crate) type Events = (Arc<UsageStats>, MetricsSink);
+/// Where the gate reports decisions and usage: per-key counters, the `metrics` facade, and
+/// the usage log (unless it is off).
+pub(crate) type Events = (Arc<Counters>, (MetricsSink, Option<UsageLog<Logs>>));
 
 /// The largest request body read (chat and management).
 pub(crate) const MAX_BODY: usize = 1024 * 1024;
@@ -60,11 +66,13 @@ const STREAM_PAUSE: Duration = Duration::from_millis(20);
 pub(crate) struct Gateway {
     pub(crate) gate: Arc<KeyGate>,
     /// The management API, over the same store as the gate.
-    pub(crate) manager: Manager<Arc<Keys>>,
+    pub(crate) manager: Manager<Keys>,
     pub(crate) wallets: Arc<Wallets>,
     pub(crate) last_used: LastUsed,
     /// Per-key requests, denials, tokens and spend for the day, week and month.
-    pub(crate) usage: Arc<UsageStats>,
+    pub(crate) usage: Arc<Counters>,
+    /// A record per request, flushed to its store in the background; `None` when off.
+    pub(crate) log: Option<UsageLog<Logs>>,
     /// Renders the metrics in Prometheus text, once a recorder is installed.
     metrics: Option<PrometheusHandle>,
     stream_pause: Duration,
@@ -73,16 +81,34 @@ pub(crate) struct Gateway {
 
 impl Gateway {
     /// A gateway issuing and checking keys with `verifier` in `store`, counting limits in
-    /// `limits`, every team's wallet starting at `wallet`.
-    pub(crate) fn new(verifier: Verifier, store: Arc<Keys>, limits: Arc<Limits>, wallet: Usd) -> Self {
+    /// `limits`, every team's wallet starting at `wallet`. With keys in PostgreSQL, usage
+    /// counters and wallets live there too, shared by every gateway on the database.
+    #[allow(dead_code)] // a gateway without a usage log, for tests
+    pub(crate) fn new(verifier: Verifier, store: Keys, limits: Limits, wallet: Usd) -> Self {
+        Self::with_log(verifier, store, limits, wallet, None)
+    }
+
+    /// The same, keeping a usage log in `log`.
+    pub(crate) fn with_log(
+        verifier: Verifier,
+        store: Keys,
+        limits: Limits,
+        wallet: Usd,
+        log: Option<UsageLog<Logs>>,
+    ) -> Self {
         let limiter = Limiter::new(limits);
-        let usage = Arc::new(UsageStats::new());
-        let gate =
-            Gate::new(verifier.clone(), Arc::clone(&store), limiter).with_events((Arc::clone(&usage), MetricsSink));
+        let (usage, wallets) = match store.postgres_pool() {
+            Some(pool) => (Counters::postgres(pool.clone()), Wallets::postgres(wallet, pool)),
+            None => (Counters::local(), Wallets::new(wallet)),
+        };
+        let usage = Arc::new(usage);
+        let events = (Arc::clone(&usage), (MetricsSink, log.clone()));
+        let gate = Gate::new(verifier.clone(), store.clone(), limiter).with_events(events);
         Self {
+            log,
             gate: Arc::new(gate),
             manager: Manager::new(store, verifier),
-            wallets: Arc::new(Wallets::new(wallet)),
+            wallets: Arc::new(wallets),
             last_used: LastUsed::new(Duration::from_secs(10)),
             usage,
             metrics: None,
@@ -102,79 +128,88 @@ impl Gateway {
         self.manager.store()
     }
 
-    /// Writes last-used times to the store and drops idle limit state: call it now and then.
+    /// Writes last-used times to the store, drops idle limit state and sends queued
+    /// settlements: call it now and then, and on shutdown.
     pub(crate) async fn maintain(&self) {
+        self.usage.flush().await;
         let now = Timestamp::now();
         self.last_used.flush_async(self.store(), now).await;
-        self.gate.limiter().store().evict_expired(now);
+        self.gate.limiter().store().maintain(now).await;
+        if let Some(log) = &self.log
+            && let Err(e) = log.prune(now).await
+        {
+            eprintln!("usage log: retention failed ({e})");
+        }
     }
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then finishes the requests in flight.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
-    // Stream events go out as they are written, not held back to fill a packet.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    // The client's address reaches the requests (IP allowlists need it).
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service).with_graceful_shutdown(shutdown).await
 }
 
 /// The gateway's routes behind the key check.
 pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
     let manage = ManageConfig::default();
     let classify = move |request: &Request| requirements(&manage, request);
-    Router::new()
+    let gated = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
         .route("/v1/wallet", get(wallet))
         .route("/v1/management/keys", any(management))
         .route("/v1/management/keys/{*rest}", any(management))
+        .route("/v1/management/usage", any(management))
+        .route("/v1/management/alerts", any(management))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&gateway), track))
-        .layer(KeyGateLayer::new(Arc::clone(&gateway.gate), classify))
-        .layer(JsonModelLayer::new(MAX_BODY))
-        .with_state(gateway)
+        .layer(KeyGateLayer::new(Arc::clone(&gateway.gate), classify).read_json_model(MAX_BODY));
+    // The dashboard's page and scripts need no key (its API calls carry one).
+    crate::dashboard::routes().merge(gated).with_state(gateway)
 }
 
 /// What a request requires of its key: scopes on the management routes; on the chat route,
 /// the model, its provider and a token estimate; everywhere, the client's address.
 fn requirements(manage: &ManageConfig, request: &Request) -> Requirements {
-    let mut required = Requirements::new();
+    let mut required = Requirements::new().with_route(route_label(request.uri().path()));
     if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
         required = required.with_client_ip(peer.ip());
     }
     let path = request.uri().path();
-    if path == "/metrics" || (path.starts_with("/v1/management/keys/") && path.ends_with("/usage")) {
+    let reads_usage = path.starts_with("/v1/management/keys/") && path.ends_with("/usage");
+    if path == "/metrics" || reads_usage || LogRoute::parse("GET", path).is_some() {
         return required.with_scopes(*manage.required_scopes(Access::Read));
     }
     if let Ok(route) = ManageRoute::parse(request.method().as_str(), path) {
-        // Reads need `read`, writes `write`. The manager checks again, and also refuses keys
-        // that are not management keys.
+        // Reads need `read`, writes `write`, whatever the key's kind (a standard key with the
+        // scopes manages its team's keys). The manager checks again.
         return required.with_scopes(*manage.required_scopes(route.access()));
     }
     if path == "/v1/chat/completions"
         && let Some(json) = request.extensions().get::<JsonModel>()
     {
         // Before the request runs, its tokens are estimated from the body's size (about four
-        // bytes a token) plus the completion allowed; the real usage replaces the estimate.
+        // bytes a token) plus the completion allowed, and its cost at the model's price (rounded
+        // up); both are reserved from the key's limits, and the real usage replaces them.
         let prompt = u32::try_from(json.body_len / 4).unwrap_or(u32::MAX);
         let completion = json.max_tokens.unwrap_or(mock::MAX_COMPLETION_TOKENS).min(mock::MAX_COMPLETION_TOKENS);
-        required = required.with_limits(LimitRequest::new().with_tokens(prompt.saturating_add(completion)));
-        if let Some(model) = &json.model {
-            if let Some(known) = catalog::find(model) {
-                required = required.with_provider(known.provider);
-            }
-            required = required.with_model(model.clone());
+        let mut limits = LimitRequest::new().with_tokens(prompt.saturating_add(completion));
+        // Absent, named, or unreadable: a key with a model or provider allowlist refuses a
+        // model that could not be read.
+        if let Some(known) = json.model.name().and_then(catalog::find) {
+            required = required.with_provider(known.provider);
+            limits = limits.with_spend_estimate(known.price.cost(prompt, completion));
         }
+        required = required.with_model(json.model.clone()).with_limits(limits);
     }
     required
+}
+
+/// The label events and the usage log give a request: its route, without the key id.
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/v1/chat/completions" => "chat.completions",
+        "/v1/models" => "models",
+        "/v1/wallet" => "wallet",
+        "/metrics" => "metrics",
+        p if p.starts_with("/v1/management/") => "management",
+        _ => "other",
+    }
 }
 
 /// Records each key's last use (written to the store in the background) and tags the response
@@ -212,16 +247,26 @@ pub(crate) async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let account = Account::new(principal.map(|Extension(p)| p), Arc::clone(&gateway.wallets));
     let (request, model) = read_chat(checked.map(|Extension(c)| c), &body)?;
-    if !model.is_free() && !account.can_pay() {
-        // 402, not 429: OpenAI's SDKs retry a 429 by themselves, and waiting refills no wallet.
-        let message = "The wallet of this key's team is empty: add funds, or use a `:free` model.";
-        return Err(ApiError::new(StatusCode::PAYMENT_REQUIRED, "billing_error", "insufficient_balance", message));
-    }
-
     let completion = mock::complete(&request);
+    // The whole reply's cost is reserved before it runs; a stream left early gives some back.
+    let reserved = model.price.cost(completion.prompt_tokens, completion.completion_tokens);
+    let paid = if model.is_free() { Ok(true) } else { account.reserve(reserved).await };
+    match paid {
+        Ok(true) => {}
+        Ok(false) => {
+            // 402, not 429: OpenAI's SDKs retry a 429 by themselves, and waiting refills no wallet.
+            let message = "The wallet of this key's team is empty: add funds, or use a `:free` model.";
+            return Err(ApiError::new(StatusCode::PAYMENT_REQUIRED, "billing_error", "insufficient_balance", message));
+        }
+        Err(_) => {
+            let message = "The wallet could not be read; try again shortly.";
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", "wallet_unavailable", message));
+        }
+    }
+    let reserved = if model.is_free() { 0 } else { reserved };
     let id = format!("chatcmpl-{:08}", gateway.completions.fetch_add(1, Ordering::Relaxed));
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let mut meter = Meter::new(account, model.price, completion.prompt_tokens);
+    let mut meter = Meter::new(account, model.price, reserved, completion.prompt_tokens);
     if request.stream {
         // Charged when the last event is sent (or for what was sent, if the client leaves).
         let events = completion.to_events(&id, created, model.id, request.include_usage());
@@ -238,13 +283,13 @@ pub(crate) async fn chat_completions(
 /// The chat request and its model, or why it is refused.
 fn read_chat(checked: Option<JsonModel>, body: &[u8]) -> Result<(ChatRequest, &'static Model), ApiError> {
     // Only a JSON body had its model read, and checked against the key's allowlists.
-    let checked = checked.ok_or_else(|| {
+    let checked = checked.filter(|checked| checked.json).ok_or_else(|| {
         let message = "Send the request as Content-Type: application/json.";
         ApiError::invalid(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message)
     })?;
     let request: ChatRequest = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(StatusCode::BAD_REQUEST, "invalid_request", format!("Invalid body: {e}.")))?;
-    if checked.model.as_deref() != Some(request.model.as_str()) {
+    if checked.model.name() != Some(request.model.as_str()) {
         // Cannot happen with one JSON parser, but the model served must be the model checked.
         let message = "The model could not be read unambiguously.";
         return Err(ApiError::invalid(StatusCode::BAD_REQUEST, "invalid_request", message));
@@ -274,7 +319,12 @@ async fn wallet(State(gateway): State<Arc<Gateway>>, Extension(principal): Exten
         balance_usd: String,
     }
     let team_id = principal.team_id();
-    let balance_usd = format_usd(gateway.wallets.balance(team_id));
+    let Ok(balance) = gateway.wallets.balance(team_id).await else {
+        let message = "The wallet could not be read; try again shortly.";
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", "wallet_unavailable", message)
+            .into_response();
+    };
+    let balance_usd = format_usd(balance);
     Json(Wallet { object: "wallet", team_id, balance_usd }).into_response()
 }
 
@@ -293,6 +343,12 @@ async fn management(
     let caller = Caller::from_record(principal.record());
     let request =
         ManageRequest::new(method.as_str(), uri.path()).with_query(uri.query().unwrap_or("")).with_body(&body);
+    if LogRoute::parse(method.as_str(), uri.path()).is_some() {
+        let Some(log) = &gateway.log else {
+            return ApiError::invalid(StatusCode::NOT_FOUND, "not_found", "The usage log is off.").into_response();
+        };
+        return manage_response(&handle_log_request(&gateway.manager, log.store(), &caller, &request).await);
+    }
     let answer = gateway.manager.handle_async(&caller, &request, Timestamp::now(), &mut OsRng).await;
     manage_response(&answer)
 }
@@ -319,54 +375,42 @@ fn manage_response(answer: &ManageResponse) -> Response {
 }
 
 /// `GET /v1/management/keys/{id}/usage`: a key's requests, denials by code, tokens and spend for
-/// the current day, ISO week and month (counted by this process), and its last use. Management
-/// keys only, and only for keys the caller may see (another team's key is a 404, as for `GET`).
+/// the current day, ISO week and month (by every gateway on the database when keys live in
+/// PostgreSQL; by this process otherwise), and its last use. Keys with
+/// the `read` scope only, and only for keys the caller may see (another team's key is a 404, as
+/// for `GET`).
 async fn key_usage(gateway: &Gateway, principal: &Principal, id: &str) -> Response {
     let caller = Caller::from_record(principal.record());
     let path = format!("/v1/management/keys/{id}");
     let get = ManageRequest::new("GET", &path);
     let answer = gateway.manager.handle_async(&caller, &get, Timestamp::now(), &mut OsRng).await;
     if answer.status() != 200 {
-        // Not a management key, not found, another team's: the same answer `GET` would give.
+        // No `read` scope, not found, another team's: the same answer `GET` would give.
         return manage_response(&answer);
     }
     let Ok(id) = id.parse::<KeyId>() else { return manage_response(&answer) };
     let now = Timestamp::now();
-    let usage = gateway.usage.get(&id, now).unwrap_or_default();
+    let Ok((periods, counted)) = gateway.usage.json(&id, now).await else {
+        let message = "Usage could not be read; try again shortly.";
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", "usage_unavailable", message)
+            .into_response();
+    };
     let stored = gateway.store().get(&id).await.ok().flatten().and_then(|r| r.last_used_at);
-    let last_used = usage.last_used.max(stored);
+    let last_used = counted.max(stored);
     let body = serde_json::json!({
         "ok": true,
         "id": id.as_str(),
-        "usage": {
-            "day": period_json(&usage.day),
-            "week": period_json(&usage.week),
-            "month": period_json(&usage.month),
-        },
+        "usage": periods,
         "last_used_at": last_used.map(|t| t.to_string()),
     });
     Json(body).into_response()
 }
 
-/// One period's counters as JSON; spend in exact USD text.
-fn period_json(p: &PeriodUsage) -> serde_json::Value {
-    let denials: serde_json::Map<String, serde_json::Value> =
-        p.denials().map(|(code, n)| (code.as_str().to_owned(), n.into())).collect();
-    serde_json::json!({
-        "start": p.start.to_string(),
-        "requests": p.requests,
-        "denials": denials,
-        "tokens": p.tokens,
-        "spend_usd": format_usd(i64::try_from(p.spend_micros).unwrap_or(i64::MAX)),
-    })
-}
-
-/// `GET /metrics`: the metrics in Prometheus text format, for the operator's management key
-/// only (they name every key's spend).
+/// `GET /metrics`: the metrics in Prometheus text format, for operator keys only (no team, and
+/// the `read` scope the route requires): they name every team's keys and spend.
 async fn metrics(State(gateway): State<Arc<Gateway>>, Extension(principal): Extension<Principal>) -> Response {
-    let record = principal.record();
-    if record.kind != KeyKind::MANAGEMENT || record.team_id.is_some() {
-        let message = "Metrics are for the operator's management key.";
+    if !Caller::from_record(principal.record()).is_operator() {
+        let message = "Metrics are for operator keys (keys of no team).";
         return ApiError::new(StatusCode::FORBIDDEN, "permission_error", "operator_key_required", message)
             .into_response();
     }

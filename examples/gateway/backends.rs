@@ -4,22 +4,25 @@
 //! |---|---|---|
 //! | `memory` (default) | this process's `MemoryStore` | this process |
 //! | `PATH.db`, `sqlite:PATH` | an SQLite file (`SqliteStore`), behind a `CachedStore` | this process (and any reading the file) |
-//! | `postgres://…` | PostgreSQL (`PostgresStore`), behind a `CachedStore` kept current by LISTEN/NOTIFY | every gateway on the database |
+//! | `postgres://…` | PostgreSQL (`PostgresStore`), behind a `CachedStore` with the kid set, kept current by LISTEN/NOTIFY; usage counters and team wallets there too | every gateway on the database |
 //!
 //! | `--limits` | limit state lives in |
 //! |---|---|
 //! | `memory` (default) | this process's `MemoryLimitStore` |
-//! | `redis://…` | Redis (`RedisLimitStore`): one Lua script per check, so every gateway shares each limit exactly |
+//! | `redis://…` | Redis (`RedisLimitStore`): one Lua script per check, so every gateway shares each limit exactly; settlements queued and sent in the background |
+//! | `redis://…,redis://…` | a Redis Cluster, through any of its nodes |
 //!
 //! Each is an enum that forwards to the store it holds, so the rest of the gateway has one type.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use keygate::limit::{Applied, AsyncLimitStore, CellId, LimitBatch, LimitError, LimitOp, RedisConfig, Refused};
+use keygate::store::{BatchError, CacheConfig, KeyIds, ListQuery, Page, SqlConfig};
+use keygate::verify::Lookup;
 use keygate::{
-    Applied, AsyncKeyStore, CacheConfig, CachedStore, CellId, CellState, KeyChange, KeyId, KeyRecord, LimitBatch,
-    LimitError, LimitOp, LimitStore, ListQuery, Lookup, MemoryLimitStore, MemoryStore, Page, PostgresStore, Ready,
-    RedisConfig, RedisLimitStore, Refused, SqlConfig, SqliteStore, StoreError, Timestamp,
+    AsyncKeyStore, CachedStore, KeyId, KeyRecord, LimitStore, MemoryLimitStore, MemoryStore, PostgresStore,
+    RedisLimitStore, SqliteStore, StoreError, Timestamp,
 };
 
 /// How long a cached record may be served without a change notification (the bound on
@@ -79,47 +82,59 @@ pub(crate) enum Persistent {
     Postgres(Box<PostgresStore>),
 }
 
-/// The key store.
+/// The key store: a handle, cloned into the gate and the management API.
+#[derive(Clone)]
 pub(crate) enum Keys {
-    Memory(Ready<Arc<MemoryStore>>),
-    Cached(Box<CachedStore<Persistent>>),
+    Memory(Arc<MemoryStore>),
+    Cached(CachedStore<Persistent>),
 }
 
 impl Keys {
     /// Opens the store `url` names (applying its migrations). For PostgreSQL, also starts a
     /// task that evicts changed keys from the cache as other gateways announce them.
-    pub(crate) async fn open(url: &StoreUrl) -> Result<Arc<Self>, StoreError> {
-        let cache = CacheConfig::default().with_ttl(CACHE_TTL);
+    pub(crate) async fn open(url: &StoreUrl) -> Result<Self, StoreError> {
+        let config = CacheConfig::default().with_ttl(CACHE_TTL);
         Ok(match url {
-            StoreUrl::Memory => Arc::new(Self::Memory(Ready(Arc::new(MemoryStore::new())))),
+            StoreUrl::Memory => Self::Memory(Arc::new(MemoryStore::new())),
             StoreUrl::Sqlite(path) => {
                 let store = SqliteStore::open(path, SqlConfig::default()).await?;
-                Arc::new(Self::Cached(Box::new(CachedStore::with_config(Persistent::Sqlite(store), cache))))
+                Self::Cached(CachedStore::with_config(Persistent::Sqlite(store), config))
             }
             StoreUrl::Postgres(url) => {
                 let store = PostgresStore::connect(url, SqlConfig::default()).await?;
-                // Listen before serving: a change made while the cache is empty needs no notice.
-                let mut changes = store.changes().await?;
-                let keys = Arc::new(Self::Cached(Box::new(CachedStore::with_config(
-                    Persistent::Postgres(Box::new(store)),
-                    cache,
-                ))));
-                let weak = Arc::downgrade(&keys);
-                tokio::spawn(async move {
-                    loop {
-                        let change = changes.next().await;
-                        let Some(keys) = weak.upgrade() else { return };
-                        if let Self::Cached(cache) = &*keys {
-                            if matches!(change, KeyChange::Resync) {
-                                eprintln!("store: change feed reconnected, cache cleared");
-                            }
-                            cache.apply(&change);
-                        }
-                    }
+                // Listen before loading the kid set: a key created meanwhile is announced.
+                let changes = store.changes().await?;
+                let cache = CachedStore::with_config(Persistent::Postgres(Box::new(store)), config);
+                // Kids outside the set are refused without a database read.
+                cache.load_kids().await?;
+                tokio::spawn({
+                    let cache = cache.clone();
+                    async move { cache.follow(changes).await }
                 });
-                keys
+                Self::Cached(cache)
             }
         })
+    }
+}
+
+impl Keys {
+    /// A pool on the keys' PostgreSQL database, when keys live there: usage counters and
+    /// wallets live there too. Its sessions commit without waiting for the WAL to reach the
+    /// disk (`synchronous_commit = off`): a wallet's row is written by every paid request, and
+    /// waiting for each flush under the row's lock limited a team to about one request per
+    /// flush. A database crash may forget the last fraction of a second of those writes (never
+    /// corrupt them); key writes keep the store's own pool and the server's setting.
+    pub(crate) fn postgres_pool(&self) -> Option<sqlx::PgPool> {
+        match self {
+            Self::Cached(cache) => match cache.inner() {
+                Persistent::Postgres(store) => {
+                    let options = (*store.pool().connect_options()).clone().options([("synchronous_commit", "off")]);
+                    Some(sqlx::postgres::PgPoolOptions::new().max_connections(16).connect_lazy_with(options))
+                }
+                Persistent::Sqlite(_) => None,
+            },
+            Self::Memory(_) => None,
+        }
     }
 }
 
@@ -133,12 +148,22 @@ macro_rules! forward {
     };
 }
 
+impl KeyIds for Persistent {
+    async fn key_ids(&self) -> Result<Vec<KeyId>, StoreError> {
+        forward!(self, s => s.key_ids())
+    }
+}
+
 impl AsyncKeyStore for Persistent {
     async fn lookup(&self, lookup: &Lookup) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         forward!(self, s => s.lookup(lookup))
     }
     async fn insert(&self, record: KeyRecord) -> Result<Arc<KeyRecord>, StoreError> {
         forward!(self, s => s.insert(record))
+    }
+    // An import's batch in one transaction.
+    async fn insert_batch(&self, records: Vec<KeyRecord>) -> Result<Vec<Arc<KeyRecord>>, BatchError> {
+        forward!(self, s => s.insert_batch(records))
     }
     async fn replace(&self, expected: u64, record: KeyRecord) -> Result<Arc<KeyRecord>, StoreError> {
         forward!(self, s => s.replace(expected, record))
@@ -164,15 +189,14 @@ impl AsyncKeyStore for Keys {
     async fn lookup(&self, lookup: &Lookup) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         forward_keys!(self, s => s.lookup(lookup))
     }
-    async fn lookup_kid_or_stand_in(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        // Forwarded, or the memory store's stand-ins (equal-time misses) would be lost here.
-        forward_keys!(self, s => s.lookup_kid_or_stand_in(id))
-    }
     async fn get(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         forward_keys!(self, s => s.get(id))
     }
     async fn insert(&self, record: KeyRecord) -> Result<Arc<KeyRecord>, StoreError> {
         forward_keys!(self, s => s.insert(record))
+    }
+    async fn insert_batch(&self, records: Vec<KeyRecord>) -> Result<Vec<Arc<KeyRecord>>, BatchError> {
+        forward_keys!(self, s => s.insert_batch(records))
     }
     async fn replace(&self, expected: u64, record: KeyRecord) -> Result<Arc<KeyRecord>, StoreError> {
         forward_keys!(self, s => s.replace(expected, record))
@@ -185,47 +209,57 @@ impl AsyncKeyStore for Keys {
     }
 }
 
-/// The limit state.
+/// The limit state: a handle, cloned into every admission.
+#[derive(Clone)]
 pub(crate) enum Limits {
-    Memory(MemoryLimitStore),
-    Redis(Box<RedisLimitStore>),
+    Memory(Arc<MemoryLimitStore>),
+    Redis(RedisLimitStore),
 }
 
 impl Limits {
+    /// The store `url` names: several `redis://` URLs, comma-separated, are nodes of one Redis
+    /// Cluster. Connects on first use.
     pub(crate) fn open(url: &LimitsUrl) -> Result<Self, LimitError> {
         Ok(match url {
-            LimitsUrl::Memory => Self::Memory(MemoryLimitStore::new()),
-            LimitsUrl::Redis(url) => Self::Redis(Box::new(RedisLimitStore::open(url, RedisConfig::default())?)),
+            LimitsUrl::Memory => Self::Memory(Arc::new(MemoryLimitStore::new())),
+            LimitsUrl::Redis(url) if url.contains(',') => {
+                let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
+                Self::Redis(RedisLimitStore::open_cluster(&nodes, RedisConfig::default())?)
+            }
+            LimitsUrl::Redis(url) => Self::Redis(RedisLimitStore::open(url, RedisConfig::default())?),
         })
     }
 
-    /// Drops idle in-memory state (Redis expires its own).
-    pub(crate) fn evict_expired(&self, now: Timestamp) {
-        if let Self::Memory(store) = self {
-            store.evict_expired(now);
+    /// Drops idle in-memory state (Redis expires its own) and sends the settlements queued for
+    /// Redis: call it now and then, and on shutdown.
+    pub(crate) async fn maintain(&self, now: Timestamp) {
+        match self {
+            Self::Memory(store) => {
+                store.evict_expired(now);
+            }
+            Self::Redis(store) => {
+                if let Err(e) = store.flush().await {
+                    eprintln!("limits: {} settlements wait for Redis ({e})", store.pending_settlements());
+                }
+            }
         }
     }
 }
 
-impl LimitStore for Limits {
-    fn update<T, E, F>(&self, key: &KeyId, cells: &[CellId], now: Timestamp, f: F) -> Result<Result<T, E>, LimitError>
-    where
-        F: FnMut(&mut [CellState]) -> Result<T, E>,
-    {
+impl AsyncLimitStore for Limits {
+    async fn apply(
+        &self,
+        key: &KeyId,
+        batch: &LimitBatch,
+        now: Timestamp,
+    ) -> Result<Result<Applied, Refused>, LimitError> {
         match self {
-            Self::Memory(s) => s.update(key, cells, now, f),
-            Self::Redis(s) => s.update(key, cells, now, f),
+            Self::Memory(s) => LimitStore::apply(&**s, key, batch, now),
+            Self::Redis(s) => s.apply(key, batch, now).await,
         }
     }
 
-    fn apply(&self, key: &KeyId, batch: &LimitBatch, now: Timestamp) -> Result<Result<Applied, Refused>, LimitError> {
-        match self {
-            Self::Memory(s) => s.apply(key, batch, now),
-            Self::Redis(s) => s.apply(key, batch, now),
-        }
-    }
-
-    fn apply_one(
+    async fn apply_one(
         &self,
         key: &KeyId,
         cell: CellId,
@@ -233,8 +267,15 @@ impl LimitStore for Limits {
         now: Timestamp,
     ) -> Result<Result<u64, Refused>, LimitError> {
         match self {
-            Self::Memory(s) => s.apply_one(key, cell, op, now),
-            Self::Redis(s) => s.apply_one(key, cell, op, now),
+            Self::Memory(s) => LimitStore::apply_one(&**s, key, cell, op, now),
+            Self::Redis(s) => s.apply_one(key, cell, op, now).await,
+        }
+    }
+
+    fn settle(&self, key: &KeyId, batch: &LimitBatch, now: Timestamp) -> Result<Option<Applied>, LimitError> {
+        match self {
+            Self::Memory(s) => AsyncLimitStore::settle(&**s, key, batch, now),
+            Self::Redis(s) => s.settle(key, batch, now),
         }
     }
 }

@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
-use keygate::Usage;
-use keygate::tower::Principal;
+use keygate::{Principal, Usage};
 
 use crate::catalog::Price;
-use crate::wallet::Wallets;
+use crate::wallet::{WalletError, Wallets};
 
 /// Who pays for a request: the key (its limits) and the wallet of the key's team.
 #[derive(Debug, Clone)]
@@ -27,18 +26,28 @@ impl Account {
         self.principal.as_ref().and_then(Principal::team_id)
     }
 
-    /// Whether the wallet has money left for a paid model.
-    pub(crate) fn can_pay(&self) -> bool {
-        self.wallets.balance(self.team()) > 0
+    /// Says how the tokens split between the prompt and the completion, for the usage log.
+    pub(crate) fn report_tokens(&self, prompt: u32, completion: u32) {
+        if let Some(principal) = &self.principal {
+            principal.report_tokens(prompt, completion);
+        }
+    }
+
+    /// Reserves `cost` from the wallet if it has money left (see [`Wallets::reserve`]).
+    pub(crate) async fn reserve(&self, cost: u64) -> Result<bool, WalletError> {
+        if cost == 0 {
+            return Ok(true);
+        }
+        self.wallets.reserve(self.team(), cost).await
     }
 
     /// Records what the request used: the key's token and spend limits are reconciled with it
-    /// when the response body ends, and the cost leaves the wallet now.
-    pub(crate) fn charge(&self, usage: Usage) {
+    /// when the response body ends, and what the wallet's reservation did not use goes back.
+    pub(crate) fn charge(&self, usage: Usage, reserved: u64) {
         if let Some(principal) = &self.principal {
             principal.report(usage);
         }
-        self.wallets.debit(self.team(), usage.spend_micros);
+        self.wallets.refund(self.team(), reserved.saturating_sub(usage.spend_micros));
     }
 }
 
@@ -48,14 +57,16 @@ impl Account {
 pub(crate) struct Meter {
     account: Account,
     price: Price,
+    /// What was reserved from the wallet: the whole reply's cost.
+    reserved: u64,
     prompt_tokens: u32,
     completion_tokens: u32,
     charged: bool,
 }
 
 impl Meter {
-    pub(crate) fn new(account: Account, price: Price, prompt_tokens: u32) -> Self {
-        Self { account, price, prompt_tokens, completion_tokens: 0, charged: false }
+    pub(crate) fn new(account: Account, price: Price, reserved: u64, prompt_tokens: u32) -> Self {
+        Self { account, price, reserved, prompt_tokens, completion_tokens: 0, charged: false }
     }
 
     /// Counts completion tokens sent to the client.
@@ -68,7 +79,9 @@ impl Meter {
         if !self.charged {
             self.charged = true;
             let cost = self.price.cost(self.prompt_tokens, self.completion_tokens);
-            self.account.charge(Usage::new(self.prompt_tokens.saturating_add(self.completion_tokens), cost));
+            self.account.report_tokens(self.prompt_tokens, self.completion_tokens);
+            self.account
+                .charge(Usage::new(self.prompt_tokens.saturating_add(self.completion_tokens), cost), self.reserved);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The models the gateway serves: each with its provider and its price.
 
-use keygate::{FREE_SUFFIX, Usd};
+use keygate::manage::Usd;
+use keygate::policy::FREE_SUFFIX;
 use serde::Serialize;
 
 /// One model of the catalogue.

@@ -2,13 +2,13 @@
 //! pepper, and the operator's management key.
 
 use std::error::Error;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
-use keygate::{
-    AsyncKeyStore, KeyId, KeyKind, KeyRecord, KeyShape, OsRng, Pepper, PepperId, Scopes, Timestamp, Verifier,
-};
+use keygate::record::KeyShape;
+use keygate::secret::PepperId;
+use keygate::{AsyncKeyStore, KeyId, KeyKind, KeyRecord, OsRng, Pepper, Scopes, Timestamp, Verifier};
 use rand_core::TryRng;
 use zeroize::Zeroizing;
 
@@ -22,20 +22,19 @@ pub(crate) fn pepper(path: Option<&Path>) -> Result<Pepper, Box<dyn Error>> {
         return Ok(Pepper::new(PepperId(1), &*random_bytes()?)?);
     };
     if path.exists() {
-        check_private(path)?;
-        let text = Zeroizing::new(fs::read_to_string(path)?);
-        let pepper = Pepper::from_encoded(PepperId(1), &text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = read_secret(path)?;
+        let text = std::str::from_utf8(&text).map_err(|_| format!("{}: not hex text", path.display()))?;
+        let pepper = Pepper::from_encoded(PepperId(1), text).map_err(|e| format!("{}: {e}", path.display()))?;
         println!("pepper: loaded from {}", path.display());
         return Ok(pepper);
     }
     let bytes = random_bytes()?;
-    let mut hex = Zeroizing::new(String::with_capacity(65));
-    for b in bytes.iter() {
-        hex.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
-        hex.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
+    let mut hex = Zeroizing::new([0u8; 64]);
+    for (pair, b) in hex.chunks_exact_mut(2).zip(bytes.iter()) {
+        pair[0] = b"0123456789abcdef"[usize::from(b >> 4)];
+        pair[1] = b"0123456789abcdef"[usize::from(b & 0xf)];
     }
-    hex.push('\n');
-    write_private(path, hex.as_bytes())?;
+    write_private(path, &[&*hex, b"\n"])?;
     println!("pepper: created {}", path.display());
     Ok(Pepper::new(PepperId(1), &*bytes)?)
 }
@@ -54,8 +53,8 @@ pub(crate) async fn admin_key(
 ) -> Result<KeyId, Box<dyn Error>> {
     let now = Timestamp::now();
     let mut record = if path.exists() {
-        check_private(path)?;
-        let token = Zeroizing::new(fs::read_to_string(path)?);
+        let token = read_secret(path)?;
+        let token = std::str::from_utf8(&token).unwrap_or("");
         record_of(verifier, token.trim(), now).ok_or_else(|| {
             format!(
                 "{} does not hold a management key of this gateway's format; move it away to mint a new one",
@@ -64,9 +63,9 @@ pub(crate) async fn admin_key(
         })?
     } else {
         let (key, record) = verifier.issue(&mut OsRng, KeyKind::MANAGEMENT, now)?;
-        let mut line = Zeroizing::new(key.token().expose_secret().to_owned());
-        line.push('\n');
-        write_private(path, line.as_bytes())?;
+        // Written straight from the zeroizing token: no copy of it is made, so none is left
+        // behind in freed memory.
+        write_private(path, &[key.token().expose_secret().as_bytes(), b"\n"])?;
         record
     };
     record.name = "admin".to_owned();
@@ -109,8 +108,36 @@ fn random_bytes() -> Result<Zeroizing<[u8; 32]>, Box<dyn Error>> {
     Ok(bytes)
 }
 
-/// Creates `path` (never replacing a file) readable and writable by its owner only.
-fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
+/// The longest secret file read: a key or a hex pepper, a line ending and some slack.
+const MAX_SECRET_FILE: usize = keygate::format::MAX_TOKEN_LEN + 64;
+
+/// Reads a secret file (after checking that only its owner may read it) into one fixed buffer
+/// that is zeroized when dropped: it never grows, so no copy of the secret is left in memory
+/// the allocator has taken back.
+fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
+    check_private(path)?;
+    let fail = |e: io::Error| format!("{}: {e}", path.display());
+    let mut file = File::open(path).map_err(fail)?;
+    let mut buf = Zeroizing::new(vec![0u8; MAX_SECRET_FILE]);
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    if len == buf.len() {
+        return Err(format!("{}: longer than a key or a pepper", path.display()));
+    }
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// Creates `path` (never replacing a file) readable and writable by its owner only, holding
+/// `parts` one after the other (written as they are, so a secret is never copied to join them).
+fn write_private(path: &Path, parts: &[&[u8]]) -> io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir)?;
     }
@@ -119,7 +146,9 @@ fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path)?;
-    file.write_all(contents)?;
+    for part in parts {
+        file.write_all(part)?;
+    }
     file.sync_all()
 }
 
@@ -135,4 +164,82 @@ fn check_private(path: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The secret files leave no copy of a secret in memory the allocator has taken back: a
+    //! global allocator looks into every block freed during the test for a management key.
+    #![allow(unsafe_code)] // a GlobalAlloc is unsafe to implement; it only forwards to System
+
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use keygate::format::SelectorFormat;
+    use keygate::secret::{PepperId, Peppers};
+    use keygate::{KeyStore, MemoryStore, Pepper, Verifier};
+
+    /// The prefix of the keys minted here: no other block of the process holds it followed by
+    /// a kid, `_` and a secret.
+    const PREFIX: &[u8] = b"leakcheck_v1_mk_";
+    static WATCHING: AtomicBool = AtomicBool::new(false);
+    static FOUND: AtomicBool = AtomicBool::new(false);
+
+    /// Forwards to the system allocator; while watching, reports a freed block that still holds
+    /// `leakcheck_v1_mk_<16-char kid>_<secret>`.
+    struct Scanning;
+
+    // SAFETY: every method forwards its arguments unchanged to `System`, which upholds the
+    // contract; `dealloc` reads the block it is handed before forwarding, while it is still
+    // allocated and `layout.size()` bytes long.
+    unsafe impl GlobalAlloc for Scanning {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            if WATCHING.load(Ordering::Relaxed) {
+                let block = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
+                if holds_key(block) {
+                    FOUND.store(true, Ordering::Relaxed);
+                }
+            }
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: Scanning = Scanning;
+
+    fn holds_key(block: &[u8]) -> bool {
+        let tail = 16 + 1 + 8; // kid, `_`, and the first eight characters of a secret
+        (0..block.len().saturating_sub(PREFIX.len() + tail)).any(|i| {
+            block[i..].starts_with(PREFIX) && {
+                let rest = &block[i + PREFIX.len()..];
+                rest[..16].iter().all(u8::is_ascii_alphanumeric)
+                    && rest[16] == b'_'
+                    && rest[17..tail].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn the_admin_key_file_leaves_no_copy_of_the_key_behind() {
+        let dir = std::env::temp_dir().join(format!("keygate-leakcheck-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("admin.key");
+        let format = SelectorFormat::new("leakcheck").unwrap().with_kinds(&["sk", "mk"]).unwrap();
+        let verifier = Verifier::new(format, Peppers::new(Pepper::new(PepperId(1), &[9; 32]).unwrap()));
+        let store = MemoryStore::new();
+
+        WATCHING.store(true, Ordering::Relaxed);
+        let minted = super::admin_key(&verifier, &store, &path).await.unwrap();
+        // A second start reads the key from its file and registers it again.
+        let again = super::admin_key(&verifier, &MemoryStore::new(), &path).await.unwrap();
+        WATCHING.store(false, Ordering::Relaxed);
+
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(minted, again);
+        assert!(store.get(&minted).unwrap().is_some());
+        assert!(!FOUND.load(Ordering::Relaxed), "a freed block still held the management key");
+    }
 }

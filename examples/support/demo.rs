@@ -10,16 +10,16 @@
 //! the scope `GET /admin` requires. Its token is written to the key file, created afresh with
 //! mode 0600 on Unix, and printed nowhere: the examples print its kid and the file's path.
 
-use std::error::Error;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use keygate::{KeyId, KeyKind, KeyStore, MemoryStore, OsRng, Pepper, PepperId, Peppers, Scopes, SelectorFormat};
-use keygate::{Timestamp, Verifier};
+use keygate::{KeyGate, KeyId, KeyKind, KeyStore, OsRng, Pepper, Scopes, Timestamp};
 
-pub(crate) type Result<T, E = Box<dyn Error + Send + Sync>> = std::result::Result<T, E>;
+/// The examples' error type.
+pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The realm named in the examples' `WWW-Authenticate` challenges.
 pub(crate) const REALM: &str = "keygate-example";
@@ -30,14 +30,12 @@ pub(crate) const ADMIN_SCOPE: &str = "admin";
 /// The demo key's rate limit.
 const REQUESTS_PER_MINUTE: u32 = 5;
 
-/// The parsed flags, the verifier and a store holding the demo key.
+/// The parsed flags, and keygate holding the demo key.
 pub(crate) struct Demo {
     /// Where to listen.
     pub(crate) addr: SocketAddr,
-    /// The key formats and peppers the demo key was issued with.
-    pub(crate) verifier: Verifier,
-    /// The key store, holding the demo key.
-    pub(crate) store: MemoryStore,
+    /// keygate in its embedded stores, holding the demo key.
+    pub(crate) keys: KeyGate,
     /// What to tell the user once the server listens.
     pub(crate) key: DemoKey,
 }
@@ -69,16 +67,16 @@ pub(crate) fn start(example: &str, default_addr: &str) -> Result<Demo> {
     // lives only as long as the process.
     let mut pepper = [0u8; 32];
     getrandom::fill(&mut pepper)?;
-    let verifier = Verifier::new(SelectorFormat::new("aistats")?, Peppers::new(Pepper::new(PepperId(1), &pepper)?));
-    let store = MemoryStore::new();
+    let keys = KeyGate::new("aistats", Pepper::new(keygate::secret::PepperId(1), &pepper)?)?;
 
-    let (key, mut record) = verifier.issue(&mut OsRng, KeyKind::STANDARD, Timestamp::now())?;
+    // `KeyGate::issue` does this in an async server; these examples also serve without one.
+    let (key, mut record) = keys.gate().verifier().issue(&mut OsRng, KeyKind::STANDARD, Timestamp::now())?;
     record.name = "demo".into();
     record.scopes = Scopes::parse(HELLO_SCOPE)?;
     record.rate_limit.requests_per_minute = Some(REQUESTS_PER_MINUTE);
-    store.insert(record)?;
+    KeyStore::insert(keys.store(), record)?;
     write_secret(&key_file, key.token().expose_secret())?;
-    Ok(Demo { addr, verifier, store, key: DemoKey { kid: key.id(), key_file } })
+    Ok(Demo { addr, keys, key: DemoKey { kid: key.id(), key_file } })
 }
 
 impl DemoKey {

@@ -4,10 +4,10 @@
 
 use std::sync::OnceLock;
 
-use keygate::{
-    KeyKind, KeyRecord, KeyShape, KeyStore, MemoryStore, OpaqueFormat, Pepper, PepperId, Peppers, SelectorFormat,
-    Timestamp, Verifier,
-};
+use keygate::format::{OpaqueFormat, SelectorFormat};
+use keygate::record::KeyShape;
+use keygate::secret::{PepperId, Peppers};
+use keygate::{KeyKind, KeyRecord, KeyStore, MemoryStore, Pepper, Timestamp, Verifier};
 use libfuzzer_sys::fuzz_target;
 
 struct World {

@@ -5,10 +5,10 @@
 
 use std::sync::OnceLock;
 
-use keygate::{
-    Caller, KeyKind, KeyRecord, KeyStore, ManageRequest, Manager, MemoryStore, Pepper, PepperId, Peppers, Scopes,
-    SelectorFormat, Timestamp, Verifier,
-};
+use keygate::format::SelectorFormat;
+use keygate::manage::ManageRequest;
+use keygate::secret::{PepperId, Peppers};
+use keygate::{Caller, KeyKind, KeyRecord, KeyStore, Manager, MemoryStore, Pepper, Scopes, Timestamp, Verifier};
 use libfuzzer_sys::fuzz_target;
 
 const NOW: Timestamp = Timestamp::from_unix_secs(1_800_000_000);

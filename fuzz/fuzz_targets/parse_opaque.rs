@@ -1,7 +1,7 @@
 //! `OpaqueFormat::parse` on arbitrary input, with and without a checksum.
 #![no_main]
 
-use keygate::{KeyFormat, OpaqueFormat};
+use keygate::format::{KeyFormat, OpaqueFormat};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! have the format's exact length, and its parts must reassemble into the token.
 #![no_main]
 
-use keygate::{KeyFormat, SelectorFormat};
+use keygate::format::{KeyFormat, SelectorFormat};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -94,7 +94,7 @@ impl KeyUsage {
 /// use keygate::events::UsageStats;
 /// let stats = UsageStats::new();
 /// assert!(stats.get(&"4f9TqWm2Lx8RbC1d".parse()?, keygate::Timestamp::EPOCH).is_none());
-/// # Ok::<(), keygate::InvalidKeyId>(())
+/// # Ok::<(), keygate::format::InvalidKeyId>(())
 /// ```
 pub struct UsageStats {
     shards: Vec<Mutex<HashTable<(KeyId, KeyUsage)>>>,

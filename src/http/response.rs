@@ -106,7 +106,7 @@ impl serde::Serialize for ErrorBody<'_> {
 /// allowed), without `"` or `\`, so it is a valid quoted-string as it is.
 ///
 /// ```
-/// use keygate::Realm;
+/// use keygate::http::Realm;
 /// const REALM: Realm<'static> = match Realm::new("api.example.com") {
 ///     Ok(r) => r,
 ///     Err(_) => panic!("invalid realm"),
@@ -169,7 +169,8 @@ impl<'a> Realm<'a> {
 /// (RFC 6750 §3), when the denial names them.
 ///
 /// ```
-/// use keygate::{Denial, DenialCode, Realm, RequiredScopes};
+/// use keygate::{Denial, DenialCode, RequiredScopes};
+/// use keygate::http::Realm;
 /// let realm = Realm::new("api")?;
 /// let scopes: RequiredScopes = "keys:read keys:write".parse()?;
 /// let denial = Denial::new(DenialCode::InsufficientScope).with_required_scopes(scopes);
@@ -269,16 +270,17 @@ impl fmt::Display for HeaderValue<'_> {
 /// The headers that go with a denial, in order: `www-authenticate` (see [`Challenge`]);
 /// `retry-after` (whole seconds, rounded up) and `retry-after-ms` (milliseconds, rounded up; the
 /// OpenAI SDKs read it first) when the denial has a retry time; and the six `x-ratelimit-*`
-/// headers when it carries a [`RateLimitStatus`](crate::RateLimitStatus). Content-Type is not
+/// headers when it carries a [`RateLimitStatus`](crate::limit::RateLimitStatus). Content-Type is not
 /// among them: send [`ErrorBody::CONTENT_TYPE`] with the body.
 ///
 /// ```
-/// use keygate::{Denial, DenialCode, Realm};
+/// use keygate::{Denial, DenialCode};
+/// use keygate::http::Realm;
 /// let denial = Denial::new(DenialCode::RevokedApiKey);
 /// let headers: Vec<(&str, String)> =
 ///     denial.headers().with_realm(Realm::new("api")?).map(|h| (h.name(), h.value().to_string())).collect();
 /// assert_eq!(headers, [("www-authenticate", r#"Bearer realm="api", error="invalid_token""#.to_string())]);
-/// # Ok::<(), keygate::InvalidRealm>(())
+/// # Ok::<(), keygate::http::InvalidRealm>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct DenialHeaders<'a> {
@@ -394,7 +396,8 @@ pub struct BufferTooSmall;
 /// Writes `value` (a body, header value or challenge) into `buf`, for servers without a heap.
 ///
 /// ```
-/// use keygate::{http::write_into, Denial, DenialCode, ErrorBody};
+/// use keygate::{Denial, DenialCode, http::write_into};
+/// use keygate::http::ErrorBody;
 /// let denial = Denial::new(DenialCode::MissingApiKey);
 /// let mut buf = [0u8; ErrorBody::MAX_LEN];
 /// let body = write_into(&mut buf, denial.body())?;
@@ -426,27 +429,4 @@ pub fn write_into(buf: &mut [u8], value: impl fmt::Display) -> Result<&str, Buff
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use alloc::string::String;
-    use core::fmt::Write;
-
-    #[test]
-    fn json_escaping() {
-        let mut s = String::new();
-        write_json_str(&mut s, "a\"b\\c\nd\u{1}é").unwrap();
-        assert_eq!(s, r#"a\"b\\c\u000ad\u0001é"#);
-        s.clear();
-        write!(s, "plain").unwrap();
-        assert_eq!(s, "plain");
-    }
-
-    #[test]
-    fn small_buffers_are_refused() {
-        let d = Denial::new(DenialCode::InvalidApiKey);
-        let full = alloc::string::ToString::to_string(&d.body());
-        let mut buf = [0u8; ErrorBody::MAX_LEN];
-        assert_eq!(write_into(&mut buf[..full.len()], d.body()), Ok(full.as_str()));
-        assert_eq!(write_into(&mut buf[..full.len() - 1], d.body()), Err(BufferTooSmall));
-    }
-}
+mod tests;

@@ -13,7 +13,8 @@ use crate::Timestamp;
 /// compare-and-swap loop; `now` comes from the caller.
 ///
 /// ```
-/// use keygate::{DirectLimiter, Gcra, Timestamp};
+/// use keygate::Timestamp;
+/// use keygate::limit::{DirectLimiter, Gcra};
 /// let limiter = DirectLimiter::new(Gcra::per_second(2));
 /// let now = Timestamp::from_unix_secs(1_000);
 /// assert!(limiter.check(now).is_ok());

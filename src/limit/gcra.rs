@@ -33,7 +33,8 @@ const MAX_SPAN: u64 = 1 << 61;
 ///
 /// ```
 /// use core::time::Duration;
-/// use keygate::{Gcra, Timestamp};
+/// use keygate::Timestamp;
+/// use keygate::limit::Gcra;
 ///
 /// // 3 requests per minute, all three at once if the key was idle.
 /// let rpm = Gcra::per_minute(3);

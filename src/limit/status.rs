@@ -29,7 +29,7 @@ use super::LimitStatus;
 ///
 /// ```
 /// use core::time::Duration;
-/// use keygate::{LimitStatus, RateLimitStatus};
+/// use keygate::limit::{LimitStatus, RateLimitStatus};
 ///
 /// let status = RateLimitStatus::new(
 ///     Some(LimitStatus::new(60, 59, Duration::from_secs(1))),
@@ -177,7 +177,7 @@ impl fmt::Debug for InlineHeaderValue {
 ///
 /// ```
 /// use core::time::Duration;
-/// use keygate::OpenAiDuration;
+/// use keygate::limit::OpenAiDuration;
 /// assert_eq!(OpenAiDuration(Duration::from_millis(1500)).to_string(), "1.5s");
 /// assert_eq!(OpenAiDuration(Duration::from_secs(360)).to_string(), "6m0s");
 /// assert_eq!(OpenAiDuration(Duration::from_micros(19_001)).to_string(), "20ms");

@@ -1,8 +1,13 @@
 //! Why a management request was refused, and the HTTP answer for each reason.
 
 use alloc::string::String;
+use alloc::vec::Vec;
 
-use crate::{CidrError, GenerateError, ModelPatternError, RequiredScopes, ScopeError, StoreError, TimestampError};
+use crate::cidr::CidrError;
+use crate::format::GenerateError;
+use crate::policy::{ModelPatternError, ScopeError};
+use crate::time::TimestampError;
+use crate::{RequiredScopes, StoreError};
 
 use super::{MetadataError, MoneyError};
 
@@ -101,6 +106,12 @@ pub enum InvalidValue {
     /// A timestamp is not RFC 3339.
     #[error("must be an RFC 3339 date-time such as \"2026-11-24T22:41:00Z\"")]
     Timestamp(#[from] TimestampError),
+    /// An imported key is not in a format this server accepts, so it could never verify.
+    #[error("is not a key in a format this server accepts (its prefix must be one of the accepted formats)")]
+    KeyFormat,
+    /// The field cannot be given together with the one named.
+    #[error("cannot be given together with `{0}`")]
+    With(&'static str),
 }
 
 /// A management operation was refused. Each variant maps to an HTTP status, an OpenAI-style
@@ -118,6 +129,7 @@ pub enum InvalidValue {
 /// | `NotManagementKey` | 403 | `permission_error` | `management_key_required` |
 /// | `MissingScope` | 403 | `permission_error` | `insufficient_scope` |
 /// | `ScopeEscalation` | 403 | `permission_error` | `scope_escalation` |
+/// | `Escalation` | 403 | `permission_error` | `escalation` |
 /// | `TeamMismatch` | 403 | `permission_error` | `team_mismatch` |
 /// | `NotFound` | 404 | `not_found_error` | `key_not_found` |
 /// | `RouteNotFound` | 404 | `not_found_error` | `route_not_found` |
@@ -125,6 +137,8 @@ pub enum InvalidValue {
 /// | `Revoked` | 409 | `conflict_error` | `key_revoked` |
 /// | `Conflict` | 409 | `conflict_error` | `conflict` |
 /// | `BodyTooLarge` | 413 | `invalid_request_error` | `body_too_large` |
+/// | `DuplicateKey` | 409 | `conflict_error` | `duplicate_key` |
+/// | `ImportRejected` | the status its entries share, else 400 | as the status says | `import_rejected` |
 /// | `Generate` | 500 | `api_error` | `key_generation_failed` |
 /// | `Store` | 503 | `api_error` | `store_unavailable` |
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -156,7 +170,8 @@ pub enum ManageError {
         /// What is wrong with the value.
         reason: InvalidValue,
     },
-    /// The caller is not a management key.
+    /// The caller's key is not of the kind [`ManageConfig::required_kind`](crate::ManageConfig)
+    /// names.
     #[error("only management keys may use the management API")]
     NotManagementKey,
     /// The caller lacks the scope this operation requires.
@@ -166,6 +181,12 @@ pub enum ManageError {
     /// holding one.
     #[error("scope `{0}` is beyond the caller's own scopes")]
     ScopeEscalation(String),
+    /// The operation would give a key something broader than the caller's own key has: the
+    /// field named (`expires_at`, `allowed_models`, `allowed_providers`, `allowed_ips`,
+    /// `rate_limit.requests_per_minute`, `rate_limit.tokens_per_minute`,
+    /// `rate_limit.concurrency`, `spend_cap`, `credits` or `kind`).
+    #[error("`{0}` may not be broader than the caller's own")]
+    Escalation(&'static str),
     /// The caller named a team other than its own.
     #[error("the caller may only manage keys of its own team")]
     TeamMismatch,
@@ -194,6 +215,47 @@ pub enum ManageError {
     /// The key store failed.
     #[error("the key store is unavailable")]
     Store(StoreError),
+    /// An imported key is stored already, or appears twice in one import.
+    #[error("{}", DuplicateText(*.earlier))]
+    DuplicateKey {
+        /// The entry's field that holds the key: `key` or `sha256`.
+        field: &'static str,
+        /// The earlier entry of the same import with the same key; `None` if the store has it.
+        earlier: Option<usize>,
+    },
+    /// An import refused some of its entries, each with its own reason, and imported none.
+    #[error("{} of the entries were refused; nothing was imported", .0.len())]
+    ImportRejected(Vec<RejectedEntry>),
+}
+
+/// One entry of an import that was refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RejectedEntry {
+    /// The entry's position in the import, from 0.
+    pub index: usize,
+    /// Why it was refused: its field ([`ManageError::param`]), code and message.
+    pub error: ManageError,
+}
+
+impl RejectedEntry {
+    /// Entry `index` refused for `error`.
+    #[must_use]
+    pub fn new(index: usize, error: ManageError) -> Self {
+        Self { index, error }
+    }
+}
+
+/// The message of [`ManageError::DuplicateKey`].
+struct DuplicateText(Option<usize>);
+
+impl core::fmt::Display for DuplicateText {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(i) => write!(f, "the same key as entry {i}"),
+            None => f.write_str("the key is stored already"),
+        }
+    }
 }
 
 impl ManageError {
@@ -203,18 +265,26 @@ impl ManageError {
 
     /// The HTTP status.
     #[must_use]
-    pub const fn status(&self) -> u16 {
+    pub fn status(&self) -> u16 {
         match self {
+            Self::ImportRejected(entries) => {
+                let first = entries.first().map_or(400, |e| e.error.status());
+                if entries.iter().all(|e| e.error.status() == first) { first } else { 400 }
+            }
             Self::Malformed(_)
             | Self::UnknownField(_)
             | Self::DuplicateField(_)
             | Self::MissingField(_)
             | Self::UnknownParameter(_)
             | Self::Invalid { .. } => 400,
-            Self::NotManagementKey | Self::MissingScope(_) | Self::ScopeEscalation(_) | Self::TeamMismatch => 403,
+            Self::NotManagementKey
+            | Self::MissingScope(_)
+            | Self::ScopeEscalation(_)
+            | Self::Escalation(_)
+            | Self::TeamMismatch => 403,
             Self::NotFound | Self::RouteNotFound => 404,
             Self::MethodNotAllowed(_) => 405,
-            Self::Revoked | Self::Conflict => 409,
+            Self::Revoked | Self::Conflict | Self::DuplicateKey { .. } => 409,
             Self::BodyTooLarge(_) => 413,
             Self::Generate(_) => 500,
             Self::Store(_) => 503,
@@ -223,7 +293,7 @@ impl ManageError {
 
     /// The OpenAI-style `error.type`.
     #[must_use]
-    pub const fn error_type(&self) -> &'static str {
+    pub fn error_type(&self) -> &'static str {
         match self.status() {
             403 => "permission_error",
             404 => "not_found_error",
@@ -246,6 +316,7 @@ impl ManageError {
             Self::NotManagementKey => "management_key_required",
             Self::MissingScope(_) => "insufficient_scope",
             Self::ScopeEscalation(_) => "scope_escalation",
+            Self::Escalation(_) => "escalation",
             Self::TeamMismatch => "team_mismatch",
             Self::NotFound => "key_not_found",
             Self::RouteNotFound => "route_not_found",
@@ -255,6 +326,8 @@ impl ManageError {
             Self::BodyTooLarge(_) => "body_too_large",
             Self::Generate(_) => "key_generation_failed",
             Self::Store(_) => "store_unavailable",
+            Self::DuplicateKey { .. } => "duplicate_key",
+            Self::ImportRejected(_) => "import_rejected",
         }
     }
 
@@ -264,7 +337,11 @@ impl ManageError {
         match self {
             Self::UnknownField(f) | Self::UnknownParameter(f) if f.is_empty() => None,
             Self::UnknownField(f) | Self::DuplicateField(f) | Self::UnknownParameter(f) => Some(f),
-            Self::MissingField(f) | Self::Invalid { field: f, .. } => Some(f),
+            Self::MissingField(f)
+            | Self::Invalid { field: f, .. }
+            | Self::Escalation(f)
+            | Self::DuplicateKey { field: f, .. } => Some(f),
+            Self::ImportRejected(_) => Some("keys"),
             Self::ScopeEscalation(_) => Some("scopes"),
             Self::TeamMismatch => Some("team_id"),
             Self::NotFound => Some("id"),

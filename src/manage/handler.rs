@@ -9,11 +9,13 @@ use rand_core::TryCryptoRng;
 use serde::Serialize;
 use zeroize::Zeroize;
 
+use super::json::{ImportedResponse, ListBody, import_request};
 use super::{
-    Access, Caller, CreateKey, CreatedKey, DeletedResponse, ErrorResponse, KeyListResponse, KeyResponse, KeyView,
-    ListKeys, ManageError, Manager, RotateKey, Rotated, UpdateKey,
+    Access, Caller, CreateKey, CreatedKey, DeletedResponse, ErrorResponse, KeyResponse, KeyView, ListKeys, ManageError,
+    Manager, RotateKey, Rotated, ScopesWire, UpdateKey,
 };
-use crate::store::{Awaiting, Backend, Blocking, resolve};
+use crate::secret::PepperId;
+use crate::store::resolve;
 use crate::{AsyncKeyStore, KeyId, KeyStore, StoreError, Timestamp};
 
 /// The path of the key collection.
@@ -29,17 +31,18 @@ const KEYS: &str = "/v1/management/keys";
 /// | `PATCH /v1/management/keys/{id}` | `Update` | write |
 /// | `DELETE /v1/management/keys/{id}` | `Delete` | write |
 /// | `POST /v1/management/keys/{id}/rotate` | `Rotate` | write |
+/// | `POST /v1/management/keys/import` | `Import` | write |
 ///
 /// A gateway can route with it and check the scopes per route before calling
 /// [`Manager::handle`] (which checks them again).
 ///
 /// ```
-/// use keygate::{Access, ManageRoute};
+/// use keygate::manage::{Access, ManageRoute};
 /// let route = ManageRoute::parse("PATCH", "/v1/management/keys/abc123")?;
 /// assert_eq!(route, ManageRoute::Update("abc123"));
 /// assert_eq!(route.access(), Access::Write);
 /// assert_eq!(ManageRoute::parse("PUT", "/v1/management/keys").unwrap_err().status(), 405);
-/// # Ok::<(), keygate::ManageError>(())
+/// # Ok::<(), keygate::manage::ManageError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -56,6 +59,8 @@ pub enum ManageRoute<'a> {
     Delete(&'a str),
     /// Rotate one key.
     Rotate(&'a str),
+    /// Import keys that exist elsewhere.
+    Import,
 }
 
 impl<'a> ManageRoute<'a> {
@@ -78,6 +83,11 @@ impl<'a> ManageRoute<'a> {
         }
         let rest = rest.strip_prefix('/').ok_or(ManageError::RouteNotFound)?;
         match rest.split_once('/') {
+            // No generated or imported id is this short, so the name is free for the route.
+            None if rest == "import" => match method {
+                "POST" => Ok(Self::Import),
+                _ => Err(ManageError::MethodNotAllowed("POST")),
+            },
             None if !rest.is_empty() => match method {
                 "GET" => Ok(Self::Get(rest)),
                 "PATCH" => Ok(Self::Update(rest)),
@@ -105,15 +115,15 @@ impl<'a> ManageRoute<'a> {
 /// An HTTP request to the management API, as any server framework has it.
 ///
 /// ```
-/// use keygate::ManageRequest;
+/// use keygate::manage::ManageRequest;
 /// let request = ManageRequest::new("GET", "/v1/management/keys").with_query("limit=50&offset=0");
 /// # let _ = request;
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct ManageRequest<'a> {
-    method: &'a str,
-    path: &'a str,
-    query: &'a str,
+    pub(crate) method: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) query: &'a str,
     body: &'a [u8],
 }
 
@@ -182,7 +192,7 @@ impl ManageResponse {
         self.secret
     }
 
-    fn json(status: u16, value: &impl Serialize) -> Self {
+    pub(crate) fn json(status: u16, value: &impl Serialize) -> Self {
         match serde_json::to_string(value) {
             Ok(body) => Self { status, body, allow: None, secret: false },
             Err(_) => Self::internal(),
@@ -195,7 +205,7 @@ impl ManageResponse {
         Self { status: 500, body: body.into(), allow: None, secret: false }
     }
 
-    fn error(e: &ManageError) -> Self {
+    pub(crate) fn error(e: &ManageError) -> Self {
         let mut r = Self::json(e.status(), &ErrorResponse(e));
         if let ManageError::MethodNotAllowed(allow) = e {
             r.allow = Some(allow);
@@ -204,8 +214,9 @@ impl ManageResponse {
     }
 
     /// `{"ok":true,"key":{...,"key":"<token>"}}`, with 201.
-    fn created(created: &CreatedKey) -> Self {
-        let Ok(view) = serde_json::to_string(&KeyView::new(created.record())) else { return Self::internal() };
+    fn created(created: &CreatedKey, wire: ScopesWire, pepper: PepperId) -> Self {
+        let view = KeyView::new(created.record()).with_scopes_wire(wire).with_current_pepper(pepper);
+        let Ok(view) = serde_json::to_string(&view) else { return Self::internal() };
         let token = created.token().expose_secret();
         let mut body = String::with_capacity(view.len() + 6 * token.len() + 32);
         body.push_str(r#"{"ok":true,"key":"#);
@@ -215,11 +226,11 @@ impl ManageResponse {
     }
 
     /// `{"ok":true,"key":{...,"key":"<token>"},"previous":{...}}`, with 201.
-    fn rotated(rotated: &Rotated) -> Self {
-        let (Ok(view), Ok(previous)) = (
-            serde_json::to_string(&KeyView::new(rotated.key().record())),
-            serde_json::to_string(&KeyView::new(rotated.previous())),
-        ) else {
+    fn rotated(rotated: &Rotated, wire: ScopesWire, pepper: PepperId) -> Self {
+        let view = |r| KeyView::new(r).with_scopes_wire(wire).with_current_pepper(pepper);
+        let (Ok(view), Ok(previous)) =
+            (serde_json::to_string(&view(rotated.key().record())), serde_json::to_string(&view(rotated.previous())))
+        else {
             return Self::internal();
         };
         let token = rotated.key().token().expose_secret();
@@ -275,7 +286,7 @@ impl fmt::Debug for ManageResponse {
     }
 }
 
-impl<S: KeyStore> Manager<S> {
+impl<S: KeyStore + Send + Sync> Manager<S> {
     /// Answers one HTTP request to the management API, for an authenticated `caller`: routes
     /// it ([`ManageRoute`]), reads the query and body, runs the operation, and writes the JSON
     /// answer or the OpenAI-compatible error.
@@ -287,17 +298,21 @@ impl<S: KeyStore> Manager<S> {
     /// | get, update | 200 `{"ok":true,"key":{...}}` |
     /// | delete | 200 `{"ok":true,"id":"...","deleted":true}` |
     /// | rotate | 201 `{"ok":true,"key":{...,"key":"<token>"},"previous":{...}}` |
+    /// | import (`{"keys": [...]}`, see [`ImportKey::from_json`](crate::manage::ImportKey::from_json)) | 201 `{"ok":true,"imported":n,"keys":[{"index","id","name","prefix","digest"}]}` |
     ///
     /// The caller's access is checked before the body is read; a body larger than
-    /// [`ManageConfig::max_body`](crate::ManageConfig) is refused with 413 unread.
+    /// [`ManageConfig::max_body`](crate::ManageConfig) (for an import,
+    /// [`ManageConfig::max_import_body`](crate::ManageConfig)) is refused with 413 unread.
     ///
     /// ```
-    /// use keygate::{Caller, ManageRequest, Manager, MemoryStore, OsRng, Pepper, PepperId, Peppers,
-    ///               SelectorFormat, Timestamp, Verifier};
+    /// use keygate::{Caller, Manager, MemoryStore, OsRng, Pepper, Timestamp, Verifier};
+    /// use keygate::manage::ManageRequest;
+    /// use keygate::format::SelectorFormat;
+    /// use keygate::secret::{PepperId, Peppers};
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let verifier = Verifier::new(SelectorFormat::new("aistats")?, Peppers::new(Pepper::new(PepperId(1), &[7; 32])?));
     /// let manager = Manager::new(MemoryStore::new(), verifier);
-    /// let caller = Caller::operator(); // in a server: Caller::from(&authorized_management_key)
+    /// let caller = Caller::operator(); // in a server: Caller::from(&authorized_key)
     /// let body = br#"{"name": "My key", "scopes": ["read","write"], "status": "active"}"#;
     /// let request = ManageRequest::new("POST", "/v1/management/keys").with_body(body);
     /// let response = manager.handle(&caller, &request, Timestamp::now(), &mut OsRng);
@@ -316,7 +331,7 @@ impl<S: KeyStore> Manager<S> {
         now: Timestamp,
         rng: &mut G,
     ) -> ManageResponse {
-        resolve(self.dispatch(Blocking(self.store()), caller, request, now, rng))
+        resolve(self.dispatch(self.store(), caller, request, now, rng))
             .unwrap_or_else(|| Err(ManageError::Store(StoreError::Unavailable)))
             .unwrap_or_else(|e| ManageResponse::error(&e))
     }
@@ -331,16 +346,14 @@ impl<S: AsyncKeyStore> Manager<S> {
         now: Timestamp,
         rng: &mut G,
     ) -> ManageResponse {
-        self.dispatch(Awaiting(self.store()), caller, request, now, rng)
-            .await
-            .unwrap_or_else(|e| ManageResponse::error(&e))
+        self.dispatch(self.store(), caller, request, now, rng).await.unwrap_or_else(|e| ManageResponse::error(&e))
     }
 }
 
 impl<S> Manager<S> {
-    async fn dispatch<B: Backend, G: TryCryptoRng + ?Sized>(
+    async fn dispatch<B: AsyncKeyStore + ?Sized, G: TryCryptoRng + ?Sized>(
         &self,
-        store: B,
+        store: &B,
         caller: &Caller,
         request: &ManageRequest<'_>,
         now: Timestamp,
@@ -348,27 +361,31 @@ impl<S> Manager<S> {
     ) -> Result<ManageResponse, ManageError> {
         let route = ManageRoute::parse(request.method, request.path)?;
         caller.authorize(route.access(), self.config())?;
-        let max = self.config().max_body;
+        let max = if route == ManageRoute::Import { self.config().max_import_body } else { self.config().max_body };
         if request.body.len() > max {
             return Err(ManageError::BodyTooLarge(max));
         }
         let body = request.body;
+        let wire = self.config().scopes_wire;
+        let pepper = self.verifier().peppers().current().id();
+        let view = |r| KeyResponse(KeyView::new(r).with_scopes_wire(wire).with_current_pepper(pepper));
         Ok(match route {
             ManageRoute::List => {
                 let page = self.list_in(store, caller, &ListKeys::from_query(request.query)?).await?;
-                ManageResponse::json(200, &KeyListResponse(&page))
+                ManageResponse::json(200, &ListBody(&page, wire, Some(pepper)))
             }
             ManageRoute::Create => {
-                ManageResponse::created(&self.create_in(store, caller, &CreateKey::from_json(body)?, now, rng).await?)
+                let created = self.create_in(store, caller, &CreateKey::from_json(body)?, now, rng).await?;
+                ManageResponse::created(&created, wire, pepper)
             }
             ManageRoute::Get(id) => {
                 let record = self.get_in(store, caller, &key_id(id)?).await?;
-                ManageResponse::json(200, &KeyResponse(KeyView::new(&record)))
+                ManageResponse::json(200, &view(&record))
             }
             ManageRoute::Update(id) => {
                 let id = key_id(id)?;
                 let record = self.update_in(store, caller, &id, &UpdateKey::from_json(body)?, now).await?;
-                ManageResponse::json(200, &KeyResponse(KeyView::new(&record)))
+                ManageResponse::json(200, &view(&record))
             }
             ManageRoute::Delete(id) => {
                 ManageResponse::json(200, &DeletedResponse(&*self.delete_in(store, caller, &key_id(id)?).await?))
@@ -377,7 +394,13 @@ impl<S> Manager<S> {
                 let id = key_id(id)?;
                 ManageResponse::rotated(
                     &self.rotate_in(store, caller, &id, &RotateKey::from_json(body)?, now, rng).await?,
+                    wire,
+                    pepper,
                 )
+            }
+            ManageRoute::Import => {
+                let records = self.import_in(store, caller, &import_request(body)?, now).await?;
+                ManageResponse::json(201, &ImportedResponse::new(&records, pepper))
             }
         })
     }

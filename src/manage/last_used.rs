@@ -15,7 +15,7 @@ use foldhash::quality::RandomState;
 use hashbrown::HashMap;
 
 use super::rules::record_use;
-use crate::store::{Awaiting, Backend, Blocking, resolve};
+use crate::store::resolve;
 use crate::{AsyncKeyStore, KeyId, KeyStore, StoreError, Timestamp};
 
 const SHARDS: usize = 32;
@@ -54,8 +54,11 @@ type Shard = RwLock<HashMap<KeyId, Entry, RandomState>>;
 ///
 /// ```
 /// use core::time::Duration;
-/// use keygate::{KeyStore, LastUsed, MemoryStore, Timestamp};
-/// # use keygate::{KeyKind, OsRng, Pepper, PepperId, Peppers, SelectorFormat, Verifier};
+/// use keygate::{KeyStore, MemoryStore, Timestamp};
+/// use keygate::manage::LastUsed;
+/// # use keygate::{KeyKind, OsRng, Pepper, Verifier};
+/// # use keygate::format::SelectorFormat;
+/// # use keygate::secret::{PepperId, Peppers};
 /// # let verifier = Verifier::new(SelectorFormat::new("aistats").unwrap(), Peppers::new(Pepper::new(PepperId(1), &[7; 32]).unwrap()));
 /// # let t0 = Timestamp::from_unix_secs(1_800_000_000);
 /// # let (_, record) = verifier.issue(&mut OsRng, KeyKind::STANDARD, t0).unwrap();
@@ -193,20 +196,20 @@ impl LastUsed {
     /// Writes the due uses (see [`LastUsed::due`]) to `store` at `now`. A write that conflicts
     /// with a concurrent change is retried once on the newer record; a key that no longer
     /// exists is forgotten; a failed write stays due for the next flush.
-    pub fn flush<S: KeyStore + ?Sized>(&self, store: &S, now: Timestamp) -> Flushed {
-        resolve(self.flush_to(Blocking(store), now)).unwrap_or_default()
+    pub fn flush<S: KeyStore + Send + Sync + ?Sized>(&self, store: &S, now: Timestamp) -> Flushed {
+        resolve(self.flush_to(store, now)).unwrap_or_default()
     }
 
     /// [`LastUsed::flush`] to an asynchronous store (run it from a background task, off the
     /// request path).
     pub async fn flush_async<S: AsyncKeyStore + ?Sized>(&self, store: &S, now: Timestamp) -> Flushed {
-        self.flush_to(Awaiting(store), now).await
+        self.flush_to(store, now).await
     }
 
-    async fn flush_to<B: Backend>(&self, store: B, now: Timestamp) -> Flushed {
+    async fn flush_to<B: AsyncKeyStore + ?Sized>(&self, store: &B, now: Timestamp) -> Flushed {
         let mut report = Flushed::default();
         for (id, seen) in self.due(now) {
-            match write_use(&store, &id, seen).await {
+            match write_use(store, &id, seen).await {
                 Ok(true) => {
                     report.written += 1;
                     self.written(&id, seen, now);
@@ -227,7 +230,7 @@ impl LastUsed {
 }
 
 /// Writes one use; `Ok(false)` if the record already says as late a use.
-async fn write_use<B: Backend>(store: &B, id: &KeyId, seen: Timestamp) -> Result<bool, StoreError> {
+async fn write_use<B: AsyncKeyStore + ?Sized>(store: &B, id: &KeyId, seen: Timestamp) -> Result<bool, StoreError> {
     let mut attempts = 2;
     loop {
         let current = store.get(id).await?.ok_or(StoreError::NotFound)?;

@@ -40,11 +40,11 @@ pub enum MetadataError {
 /// rounded through a float).
 ///
 /// ```
-/// use keygate::Metadata;
+/// use keygate::manage::Metadata;
 /// let m = Metadata::parse(r#"{ "team": "search", "cost_center": 4711, "tags": ["a", "b"] }"#)?;
 /// assert_eq!(m.as_str(), r#"{"team":"search","cost_center":4711,"tags":["a","b"]}"#);
 /// assert!(Metadata::parse("[1, 2]").is_err());
-/// # Ok::<(), keygate::MetadataError>(())
+/// # Ok::<(), keygate::manage::MetadataError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Metadata(Box<str>);

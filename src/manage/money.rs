@@ -16,7 +16,7 @@ pub const MAX_USD_MICROS: u64 = 1_000_000_000 * MICROS_PER_USD;
 /// The text is not an exact, non-negative amount of at most [`MAX_USD_MICROS`] micro-dollars.
 ///
 /// ```
-/// use keygate::{MoneyError, Usd};
+/// use keygate::manage::{MoneyError, Usd};
 /// assert_eq!(Usd::parse("0.0000001"), Err(MoneyError::TooPrecise));
 /// assert_eq!(Usd::parse("-1"), Err(MoneyError::Negative));
 /// assert_eq!(Usd::parse("1e10"), Err(MoneyError::TooLarge));
@@ -49,12 +49,12 @@ pub enum MoneyError {
 /// [`Display`](fmt::Display) writes the shortest exact decimal (`12.5`, `12`, `0.000001`).
 ///
 /// ```
-/// use keygate::Usd;
+/// use keygate::manage::Usd;
 /// assert_eq!(Usd::parse("12.345678")?.micros(), 12_345_678);
 /// assert_eq!(Usd::parse("0.1")?.micros(), 100_000);
 /// assert_eq!(Usd::parse("1.5e2")?.micros(), 150_000_000);
 /// assert_eq!(Usd::from_micros(12_500_000).map(|u| u.to_string()).as_deref(), Some("12.5"));
-/// # Ok::<(), keygate::MoneyError>(())
+/// # Ok::<(), keygate::manage::MoneyError>(())
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Usd(u64);

@@ -1,5 +1,5 @@
 //! The management operations over a [`KeyStore`] or an [`AsyncKeyStore`]: thin drivers around
-//! the rules, written once (see `store::drive`).
+//! the rules, written once over an [`AsyncKeyStore`] (every [`KeyStore`] is one).
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -7,15 +7,17 @@ use core::fmt;
 
 use rand_core::TryCryptoRng;
 
+use super::import::plan_import;
 use super::rules::{
     check_create, check_delete, check_get, expire_by, plan_create, plan_list, plan_rotation, plan_update,
 };
-use super::{Access, Caller, CreateKey, ListKeys, ManageConfig, ManageError, RotateKey, UpdateKey};
-use crate::store::{Awaiting, Backend, Blocking, resolve};
-use crate::{
-    AsyncKeyStore, GeneratedKey, KeyId, KeyKind, KeyRecord, KeyStatus, KeyStore, SecretToken, StoreError, Timestamp,
-    Verifier,
+use super::{
+    Access, Caller, CreateKey, ImportKey, ListKeys, ManageConfig, ManageError, RejectedEntry, RotateKey, UpdateKey,
 };
+use crate::format::GeneratedKey;
+use crate::secret::SecretToken;
+use crate::store::{BatchError, resolve};
+use crate::{AsyncKeyStore, KeyId, KeyKind, KeyRecord, KeyStatus, KeyStore, StoreError, Timestamp, Verifier};
 
 /// The key management API over a [`KeyStore`]: create, list, get, update, rotate and delete,
 /// for a [`Caller`], by the rules of [`Caller`] and the `plan_*` functions.
@@ -27,8 +29,10 @@ use crate::{
 /// [`ManageConfig::cas_attempts`] times, then answers [`ManageError::Conflict`] (409).
 ///
 /// ```
-/// use keygate::{Caller, CreateKey, KeyStatus, ListKeys, Manager, MemoryStore, OsRng, Pepper,
-///               PepperId, Peppers, Scopes, SelectorFormat, Timestamp, UpdateKey, Verifier};
+/// use keygate::{Caller, KeyStatus, Manager, MemoryStore, OsRng, Pepper, Scopes, Timestamp, Verifier};
+/// use keygate::manage::{CreateKey, ListKeys, UpdateKey};
+/// use keygate::format::SelectorFormat;
+/// use keygate::secret::{PepperId, Peppers};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let verifier = Verifier::new(SelectorFormat::new("aistats")?, Peppers::new(Pepper::new(PepperId(1), &[7; 32])?));
 /// let manager = Manager::new(MemoryStore::new(), verifier);
@@ -94,13 +98,13 @@ impl<S> fmt::Debug for Manager<S> {
     }
 }
 
-impl<S: KeyStore> Manager<S> {
+impl<S: KeyStore + Send + Sync> Manager<S> {
     /// Creates a key. The result holds the full token: return it to the caller once, it is
     /// never stored and cannot be shown again.
     ///
     /// # Errors
     ///
-    /// As [`check_create`](crate::check_create); [`ManageError::Generate`] if the RNG fails;
+    /// As [`check_create`](crate::manage::check_create); [`ManageError::Generate`] if the RNG fails;
     /// [`ManageError::Conflict`] if the id exists (practically never); [`ManageError::Store`].
     pub fn create<G: TryCryptoRng + ?Sized>(
         &self,
@@ -109,16 +113,31 @@ impl<S: KeyStore> Manager<S> {
         now: Timestamp,
         rng: &mut G,
     ) -> Result<CreatedKey, ManageError> {
-        resolve(self.create_in(Blocking(&self.store), caller, request, now, rng)).unwrap_or_else(|| Err(not_ready()))
+        resolve(self.create_in(&self.store, caller, request, now, rng)).unwrap_or_else(|| Err(not_ready()))
+    }
+
+    /// Imports keys that exist elsewhere, all or none: [`Manager::import_async`] over a
+    /// synchronous store.
+    ///
+    /// # Errors
+    ///
+    /// As [`Manager::import_async`].
+    pub fn import(
+        &self,
+        caller: &Caller,
+        entries: &[ImportKey],
+        now: Timestamp,
+    ) -> Result<Vec<Arc<KeyRecord>>, ManageError> {
+        resolve(self.import_in(&self.store, caller, entries, now)).unwrap_or_else(|| Err(not_ready()))
     }
 
     /// One page of the keys the caller sees, in the stable order (creation time, then id).
     ///
     /// # Errors
     ///
-    /// As [`plan_list`](crate::plan_list); [`ManageError::Store`].
+    /// As [`plan_list`](crate::manage::plan_list); [`ManageError::Store`].
     pub fn list(&self, caller: &Caller, request: &ListKeys) -> Result<KeyPage, ManageError> {
-        resolve(self.list_in(Blocking(&self.store), caller, request)).unwrap_or_else(|| Err(not_ready()))
+        resolve(self.list_in(&self.store, caller, request)).unwrap_or_else(|| Err(not_ready()))
     }
 
     /// The key `id`, if the caller sees it.
@@ -128,7 +147,7 @@ impl<S: KeyStore> Manager<S> {
     /// [`ManageError::NotFound`] (also for another team's key); the access errors of
     /// [`Caller::authorize`]; [`ManageError::Store`].
     pub fn get(&self, caller: &Caller, id: &KeyId) -> Result<Arc<KeyRecord>, ManageError> {
-        resolve(self.get_in(Blocking(&self.store), caller, id)).unwrap_or_else(|| Err(not_ready()))
+        resolve(self.get_in(&self.store, caller, id)).unwrap_or_else(|| Err(not_ready()))
     }
 
     /// Applies `request` to the key `id`, with compare-and-swap (see the type's docs). An
@@ -136,7 +155,7 @@ impl<S: KeyStore> Manager<S> {
     ///
     /// # Errors
     ///
-    /// As [`plan_update`](crate::plan_update); [`ManageError::Conflict`] when the key kept
+    /// As [`plan_update`](crate::manage::plan_update); [`ManageError::Conflict`] when the key kept
     /// changing concurrently; [`ManageError::Store`].
     pub fn update(
         &self,
@@ -145,32 +164,38 @@ impl<S: KeyStore> Manager<S> {
         request: &UpdateKey,
         now: Timestamp,
     ) -> Result<Arc<KeyRecord>, ManageError> {
-        resolve(self.update_in(Blocking(&self.store), caller, id, request, now)).unwrap_or_else(|| Err(not_ready()))
+        resolve(self.update_in(&self.store, caller, id, request, now)).unwrap_or_else(|| Err(not_ready()))
     }
 
     /// Deletes the key `id`, returning its last record. Prefer revoking (an update to
     /// `revoked`), which keeps the record for audit and answers `revoked_api_key`.
     ///
-    /// The rules are checked against the record read just before the delete.
+    /// The rules are checked against the record read just before the delete, and the delete
+    /// holds only for that record: the key is first revoked with compare-and-swap on its
+    /// revision (a concurrent change re-reads it and checks again, up to
+    /// [`ManageConfig::cas_attempts`](crate::ManageConfig) times), then removed. If the removal
+    /// fails, the key stays revoked.
     ///
     /// # Errors
     ///
-    /// As [`check_delete`](crate::check_delete); [`ManageError::Store`].
+    /// As [`check_delete`](crate::manage::check_delete); [`ManageError::Store`].
     pub fn delete(&self, caller: &Caller, id: &KeyId) -> Result<Arc<KeyRecord>, ManageError> {
-        resolve(self.delete_in(Blocking(&self.store), caller, id)).unwrap_or_else(|| Err(not_ready()))
+        resolve(self.delete_in(&self.store, caller, id)).unwrap_or_else(|| Err(not_ready()))
     }
 
     /// Rotates the key `id`: issues a successor with the same configuration (see
-    /// [`plan_rotation`](crate::plan_rotation)) and, with an overlap window, makes the old key
+    /// [`plan_rotation`](crate::manage::plan_rotation)) and, with an overlap window, makes the old key
     /// expire at `now + overlap` (compare-and-swap, never extending an earlier expiry).
     ///
-    /// The successor is inserted first and the old key re-read after: if the old key was revoked
-    /// or deleted meanwhile, or its expiry cannot be set, the successor is deleted again and the
-    /// rotation fails, so a rotation never leaves a successor whose token nobody received.
+    /// The successor is inserted first and the old key re-read after: if the old key changed
+    /// meanwhile (disabled, tightened), the successor is planned again from it and rewritten, so
+    /// the change reaches it; if the old key was revoked or deleted, moved beyond the caller, or
+    /// its expiry cannot be set, the successor is deleted again and the rotation fails, so a
+    /// rotation never leaves a successor whose token nobody received.
     ///
     /// # Errors
     ///
-    /// As [`plan_rotation`](crate::plan_rotation); [`ManageError::Generate`];
+    /// As [`plan_rotation`](crate::manage::plan_rotation); [`ManageError::Generate`];
     /// [`ManageError::Conflict`]; [`ManageError::Store`].
     pub fn rotate<G: TryCryptoRng + ?Sized>(
         &self,
@@ -180,14 +205,30 @@ impl<S: KeyStore> Manager<S> {
         now: Timestamp,
         rng: &mut G,
     ) -> Result<Rotated, ManageError> {
-        resolve(self.rotate_in(Blocking(&self.store), caller, id, request, now, rng))
-            .unwrap_or_else(|| Err(not_ready()))
+        resolve(self.rotate_in(&self.store, caller, id, request, now, rng)).unwrap_or_else(|| Err(not_ready()))
     }
 }
 
 /// The same operations over an [`AsyncKeyStore`] (a database, a cache): the same rules, the
 /// same errors, each store call awaited.
 impl<S: AsyncKeyStore> Manager<S> {
+    /// Imports keys that exist elsewhere, all or none (see [`plan_import`]): the stored
+    /// records, in the order of `entries`. No token is returned: the keys' owners have them.
+    ///
+    /// # Errors
+    ///
+    /// As [`plan_import`]; [`ManageError::ImportRejected`] naming, with
+    /// [`ManageError::DuplicateKey`], every entry whose key the store holds already;
+    /// [`ManageError::Store`].
+    pub async fn import_async(
+        &self,
+        caller: &Caller,
+        entries: &[ImportKey],
+        now: Timestamp,
+    ) -> Result<Vec<Arc<KeyRecord>>, ManageError> {
+        self.import_in(&self.store, caller, entries, now).await
+    }
+
     /// [`Manager::create`] over an asynchronous store.
     ///
     /// # Errors
@@ -200,7 +241,7 @@ impl<S: AsyncKeyStore> Manager<S> {
         now: Timestamp,
         rng: &mut G,
     ) -> Result<CreatedKey, ManageError> {
-        self.create_in(Awaiting(&self.store), caller, request, now, rng).await
+        self.create_in(&self.store, caller, request, now, rng).await
     }
 
     /// [`Manager::list`] over an asynchronous store.
@@ -209,7 +250,7 @@ impl<S: AsyncKeyStore> Manager<S> {
     ///
     /// As [`Manager::list`].
     pub async fn list_async(&self, caller: &Caller, request: &ListKeys) -> Result<KeyPage, ManageError> {
-        self.list_in(Awaiting(&self.store), caller, request).await
+        self.list_in(&self.store, caller, request).await
     }
 
     /// [`Manager::get`] over an asynchronous store.
@@ -218,7 +259,7 @@ impl<S: AsyncKeyStore> Manager<S> {
     ///
     /// As [`Manager::get`].
     pub async fn get_async(&self, caller: &Caller, id: &KeyId) -> Result<Arc<KeyRecord>, ManageError> {
-        self.get_in(Awaiting(&self.store), caller, id).await
+        self.get_in(&self.store, caller, id).await
     }
 
     /// [`Manager::update`] over an asynchronous store.
@@ -233,7 +274,7 @@ impl<S: AsyncKeyStore> Manager<S> {
         request: &UpdateKey,
         now: Timestamp,
     ) -> Result<Arc<KeyRecord>, ManageError> {
-        self.update_in(Awaiting(&self.store), caller, id, request, now).await
+        self.update_in(&self.store, caller, id, request, now).await
     }
 
     /// [`Manager::delete`] over an asynchronous store.
@@ -242,7 +283,7 @@ impl<S: AsyncKeyStore> Manager<S> {
     ///
     /// As [`Manager::delete`].
     pub async fn delete_async(&self, caller: &Caller, id: &KeyId) -> Result<Arc<KeyRecord>, ManageError> {
-        self.delete_in(Awaiting(&self.store), caller, id).await
+        self.delete_in(&self.store, caller, id).await
     }
 
     /// [`Manager::rotate`] over an asynchronous store.
@@ -258,16 +299,17 @@ impl<S: AsyncKeyStore> Manager<S> {
         now: Timestamp,
         rng: &mut G,
     ) -> Result<Rotated, ManageError> {
-        self.rotate_in(Awaiting(&self.store), caller, id, request, now, rng).await
+        self.rotate_in(&self.store, caller, id, request, now, rng).await
     }
 }
 
-/// The operations, written once over a [`Backend`]: the synchronous methods run them over
-/// [`Blocking`] (ready at once), the `_async` methods over [`Awaiting`].
+/// The operations, written once over an [`AsyncKeyStore`]: the synchronous methods run them over
+/// a [`KeyStore`] (whose futures are ready at once) to completion in one poll, the `_async`
+/// methods await them.
 impl<S> Manager<S> {
-    pub(super) async fn create_in<B: Backend, G: TryCryptoRng + ?Sized>(
+    pub(super) async fn create_in<B: AsyncKeyStore + ?Sized, G: TryCryptoRng + ?Sized>(
         &self,
-        store: B,
+        store: &B,
         caller: &Caller,
         request: &CreateKey,
         now: Timestamp,
@@ -280,9 +322,31 @@ impl<S> Manager<S> {
         Ok(CreatedKey { record, key })
     }
 
-    pub(super) async fn list_in<B: Backend>(
+    pub(super) async fn import_in<B: AsyncKeyStore + ?Sized>(
         &self,
-        store: B,
+        store: &B,
+        caller: &Caller,
+        entries: &[ImportKey],
+        now: Timestamp,
+    ) -> Result<Vec<Arc<KeyRecord>>, ManageError> {
+        let records = plan_import(caller, &self.config, &self.verifier, entries, now)?;
+        store.insert_batch(records).await.map_err(|e| match e {
+            BatchError::Conflicts(indexes) => ManageError::ImportRejected(
+                indexes
+                    .into_iter()
+                    .map(|i| {
+                        let field = entries.get(i).map_or("key", ImportKey::field);
+                        RejectedEntry::new(i, ManageError::DuplicateKey { field, earlier: None })
+                    })
+                    .collect(),
+            ),
+            BatchError::Store(e) => e.into(),
+        })
+    }
+
+    pub(super) async fn list_in<B: AsyncKeyStore + ?Sized>(
+        &self,
+        store: &B,
         caller: &Caller,
         request: &ListKeys,
     ) -> Result<KeyPage, ManageError> {
@@ -291,9 +355,9 @@ impl<S> Manager<S> {
         Ok(KeyPage { records: page.records, total: page.total, limit: query.limit, offset: query.offset })
     }
 
-    pub(super) async fn get_in<B: Backend>(
+    pub(super) async fn get_in<B: AsyncKeyStore + ?Sized>(
         &self,
-        store: B,
+        store: &B,
         caller: &Caller,
         id: &KeyId,
     ) -> Result<Arc<KeyRecord>, ManageError> {
@@ -303,9 +367,9 @@ impl<S> Manager<S> {
         found.ok_or(ManageError::NotFound)
     }
 
-    pub(super) async fn update_in<B: Backend>(
+    pub(super) async fn update_in<B: AsyncKeyStore + ?Sized>(
         &self,
-        store: B,
+        store: &B,
         caller: &Caller,
         id: &KeyId,
         request: &UpdateKey,
@@ -327,21 +391,35 @@ impl<S> Manager<S> {
         Err(ManageError::Conflict)
     }
 
-    pub(super) async fn delete_in<B: Backend>(
+    pub(super) async fn delete_in<B: AsyncKeyStore + ?Sized>(
         &self,
-        store: B,
+        store: &B,
         caller: &Caller,
         id: &KeyId,
     ) -> Result<Arc<KeyRecord>, ManageError> {
         caller.authorize(Access::Write, &self.config)?;
-        let found = store.get(id).await?;
-        check_delete(caller, &self.config, found.as_deref())?;
-        Ok(store.delete(id).await?)
+        for _ in 0..self.config.cas_attempts.max(1) {
+            let found = store.get(id).await?;
+            check_delete(caller, &self.config, found.as_deref())?;
+            let Some(found) = found else { return Err(ManageError::NotFound) };
+            // Compare-and-swap on the record the rules were checked against: revoke it at that
+            // revision (a concurrent change sends the delete back to the rules), then remove it.
+            // A revoked key only ever changes its name and metadata, so the check still holds
+            // when the row goes; if the removal fails, the key stays revoked.
+            let mut revoked = KeyRecord::clone(&found);
+            revoked.status = KeyStatus::Revoked;
+            match store.replace(found.revision, revoked).await {
+                Ok(_) => return Ok(store.delete(id).await?),
+                Err(StoreError::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ManageError::Conflict)
     }
 
-    pub(super) async fn rotate_in<B: Backend, G: TryCryptoRng + ?Sized>(
+    pub(super) async fn rotate_in<B: AsyncKeyStore + ?Sized, G: TryCryptoRng + ?Sized>(
         &self,
-        store: B,
+        store: &B,
         caller: &Caller,
         id: &KeyId,
         request: &RotateKey,
@@ -353,33 +431,52 @@ impl<S> Manager<S> {
         let kind = found.as_ref().map_or(KeyKind::STANDARD, |r| r.kind);
         let (key, issued) = self.verifier.issue(rng, kind, now)?;
         let plan = plan_rotation(caller, &self.config, found.as_deref(), request, issued, now)?;
-        let record = store.insert(plan.successor).await?;
-        match self.settle_old(&store, id, plan.old_expires_at, now).await {
-            Ok(previous) => Ok(Rotated { key: CreatedKey { record, key }, previous }),
+        let Some(basis) = found else { return Err(ManageError::NotFound) };
+        let inserted = store.insert(plan.successor).await?;
+        let successor_id = inserted.id;
+        let settled =
+            self.settle(store, caller, request, Settle { basis, successor: inserted }, plan.old_expires_at, now);
+        match settled.await {
+            Ok(Settle { basis: previous, successor }) => {
+                Ok(Rotated { key: CreatedKey { record: successor, key }, previous })
+            }
             Err(e) => {
                 // Best effort: the successor's token is never handed out, so it must not stay.
-                let _ = store.delete(&record.id).await;
+                let _ = store.delete(&successor_id).await;
                 Err(e)
             }
         }
     }
 
-    /// Re-reads the rotated key and sets its expiry, with compare-and-swap.
-    async fn settle_old<B: Backend>(
+    /// Re-reads the rotated key after its successor was inserted. If it changed since the
+    /// successor was planned from it (disabled, tightened, revoked, moved out of the caller's
+    /// reach), the rotation is planned again from what it is now and the successor rewritten,
+    /// so no concurrent change is lost; then the old key's expiry is set, with compare-and-swap.
+    async fn settle<B: AsyncKeyStore + ?Sized>(
         &self,
         store: &B,
-        id: &KeyId,
+        caller: &Caller,
+        request: &RotateKey,
+        mut state: Settle,
         at: Option<Timestamp>,
         now: Timestamp,
-    ) -> Result<Arc<KeyRecord>, ManageError> {
+    ) -> Result<Settle, ManageError> {
+        let id = state.basis.id;
         for _ in 0..self.config.cas_attempts.max(1) {
-            let current = store.get(id).await?.ok_or(ManageError::NotFound)?;
-            if current.status == KeyStatus::Revoked {
-                return Err(ManageError::Revoked);
+            let current = store.get(&id).await?.ok_or(ManageError::NotFound)?;
+            if current.revision != state.basis.revision {
+                let successor = KeyRecord::clone(&state.successor);
+                let plan = plan_rotation(caller, &self.config, Some(&current), request, successor, now)?;
+                if plan.successor != *state.successor {
+                    state.successor = store.replace(state.successor.revision, plan.successor).await?;
+                }
+                state.basis = Arc::clone(&current);
             }
-            let Some(new) = at.and_then(|at| expire_by(&current, at, now)) else { return Ok(current) };
+            let Some(new) = at.and_then(|at| expire_by(&current, at, now)) else {
+                return Ok(Settle { basis: current, successor: state.successor });
+            };
             match store.replace(current.revision, new).await {
-                Ok(stored) => return Ok(stored),
+                Ok(stored) => return Ok(Settle { basis: stored, successor: state.successor }),
                 Err(StoreError::Conflict) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -388,7 +485,14 @@ impl<S> Manager<S> {
     }
 }
 
-/// What a synchronous operation answers if a store future was not ready, which [`Blocking`]
+/// A rotation in progress: the old key as the successor was last planned from it, and the
+/// successor as stored.
+struct Settle {
+    basis: Arc<KeyRecord>,
+    successor: Arc<KeyRecord>,
+}
+
+/// What a synchronous operation answers if a store future was not ready, which a [`KeyStore`]
 /// never lets happen.
 #[cold]
 fn not_ready() -> ManageError {

@@ -1,11 +1,17 @@
-//! What each management operation is asked to do, and the validation of every field.
+//! What each management operation is asked to do.
 
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::time::Duration;
 
-use super::{InvalidValue, MAX_USD_MICROS, ManageError, Metadata, MoneyError};
-use crate::{IpCidr, KeyKind, KeyStatus, MAX_PAGE, ModelAllowlist, RateLimits, Scopes, SpendCap, Timestamp};
+pub(crate) use super::validate::{
+    check_credits, check_expiry, check_ips, check_name, check_providers, check_rate_limits, check_spend_cap,
+    check_team_id, parse_count, percent_decode, range,
+};
+use super::{InvalidValue, ManageError, Metadata};
+use crate::events::SpendAlerts;
+use crate::store::MAX_PAGE;
+use crate::{Credits, IpCidr, KeyKind, KeyStatus, ModelAllowlist, RateLimits, Scopes, SpendCap, Timestamp};
 
 /// The longest key name, in bytes.
 pub const MAX_NAME_LEN: usize = 128;
@@ -19,6 +25,8 @@ pub const MAX_PROVIDER_LEN: usize = 64;
 pub const MAX_ALLOWED_IPS: usize = 256;
 /// The page size of a listing that names none.
 pub const DEFAULT_PAGE: usize = 50;
+/// The most credits a key may be given (2^53 − 1: every JSON client reads it exactly).
+pub const MAX_CREDITS: u64 = (1 << 53) - 1;
 
 /// Create a key: everything the new key is configured with. The key's id, token and prefix
 /// come from the [`Verifier`](crate::Verifier).
@@ -27,10 +35,11 @@ pub const DEFAULT_PAGE: usize = 50;
 /// created ([`ManageError::Invalid`] names the field).
 ///
 /// ```
-/// use keygate::{CreateKey, Scopes};
+/// use keygate::Scopes;
+/// use keygate::manage::CreateKey;
 /// let mut request = CreateKey::new("ci deploy");
 /// request.scopes = Scopes::parse("read write")?;
-/// # Ok::<(), keygate::ScopeError>(())
+/// # Ok::<(), keygate::policy::ScopeError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -57,8 +66,12 @@ pub struct CreateKey {
     pub allowed_ips: Vec<IpCidr>,
     /// Rate limits and concurrency cap (each at least 1 when set).
     pub rate_limit: RateLimits,
-    /// Spend cap per period (at most [`MAX_USD_MICROS`]).
+    /// Spend cap per period (at most [`MAX_USD_MICROS`](super::MAX_USD_MICROS)).
     pub spend_cap: Option<SpendCap>,
+    /// Credits (at most [`MAX_CREDITS`]).
+    pub credits: Option<Credits>,
+    /// The spend cap's alert thresholds, in percent; `None`: the gate's.
+    pub spend_alerts: Option<SpendAlerts>,
     /// Caller-defined data.
     pub metadata: Option<Metadata>,
 }
@@ -79,6 +92,8 @@ impl CreateKey {
             allowed_ips: Vec::new(),
             rate_limit: RateLimits::default(),
             spend_cap: None,
+            credits: None,
+            spend_alerts: None,
             metadata: None,
         }
     }
@@ -103,7 +118,7 @@ impl<T> Patch<T> {
     /// The value after applying the patch to `current`.
     ///
     /// ```
-    /// use keygate::Patch;
+    /// use keygate::manage::Patch;
     /// assert_eq!(Patch::Keep.apply(Some(1)), Some(1));
     /// assert_eq!(Patch::<i32>::Clear.apply(Some(1)), None);
     /// assert_eq!(Patch::Set(2).apply(None), Some(2));
@@ -170,7 +185,8 @@ impl RateLimitPatch {
 /// team and the key's kind cannot be changed.
 ///
 /// ```
-/// use keygate::{KeyStatus, UpdateKey};
+/// use keygate::KeyStatus;
+/// use keygate::manage::UpdateKey;
 /// let mut request = UpdateKey::default();
 /// request.status = Some(KeyStatus::Disabled);
 /// ```
@@ -197,6 +213,10 @@ pub struct UpdateKey {
     pub spend_cap: Patch<SpendCap>,
     /// A new expiry (in the future), or none.
     pub expires_at: Patch<Timestamp>,
+    /// New credits, or none.
+    pub credits: Patch<Credits>,
+    /// New spend alert thresholds, or none (the gate's).
+    pub spend_alerts: Patch<SpendAlerts>,
     /// New metadata, or none.
     pub metadata: Patch<Metadata>,
 }
@@ -217,6 +237,8 @@ impl UpdateKey {
             rate_limit,
             spend_cap,
             expires_at,
+            credits,
+            spend_alerts,
             metadata: _,
         } = self;
         matches!(status, None | Some(KeyStatus::Revoked))
@@ -228,6 +250,8 @@ impl UpdateKey {
             && *rate_limit == RateLimitPatch::default()
             && spend_cap.is_keep()
             && expires_at.is_keep()
+            && credits.is_keep()
+            && spend_alerts.is_keep()
     }
 }
 
@@ -236,7 +260,7 @@ impl UpdateKey {
 ///
 /// ```
 /// use core::time::Duration;
-/// use keygate::RotateKey;
+/// use keygate::manage::RotateKey;
 /// let mut request = RotateKey::default();
 /// request.overlap = Some(Duration::from_secs(24 * 3600));
 /// ```
@@ -257,11 +281,11 @@ pub struct RotateKey {
 /// Which page of which keys to list.
 ///
 /// ```
-/// use keygate::ListKeys;
+/// use keygate::manage::ListKeys;
 /// let q = ListKeys::from_query("limit=50&offset=0")?;
 /// assert_eq!((q.limit, q.offset, q.team_id), (50, 0, None));
 /// assert_eq!(ListKeys::from_query("limit=251").unwrap_err().param(), Some("limit"));
-/// # Ok::<(), keygate::ManageError>(())
+/// # Ok::<(), keygate::manage::ManageError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -338,144 +362,6 @@ impl ListKeys {
             check_team_id(team)?;
         }
         Ok(())
-    }
-}
-
-fn range(min: usize, max: usize) -> InvalidValue {
-    let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-    InvalidValue::OutOfRange { min: wide(min), max: wide(max) }
-}
-
-/// A decimal count in `min..=max` (digits only).
-fn parse_count(field: &'static str, text: &str, min: usize, max: usize) -> Result<usize, ManageError> {
-    let out_of_range = || ManageError::invalid(field, range(min, max));
-    if text.is_empty() || !text.bytes().all(|c| c.is_ascii_digit()) {
-        return Err(out_of_range());
-    }
-    let n: usize = text.parse().map_err(|_| out_of_range())?;
-    if (min..=max).contains(&n) { Ok(n) } else { Err(out_of_range()) }
-}
-
-/// Decodes `application/x-www-form-urlencoded` text: `+` is a space, `%XX` a byte. `None` if an
-/// escape is malformed or the bytes are not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        match c {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = b.get(i + 1..i + 3)?;
-                let hi = char::from(hex[0]).to_digit(16)?;
-                let lo = char::from(hex[1]).to_digit(16)?;
-                out.push(u8::try_from(hi * 16 + lo).ok()?);
-                i += 2;
-            }
-            _ => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
-// ---- field validation -----------------------------------------------------------------------
-
-/// A key name: 1 to [`MAX_NAME_LEN`] bytes, no control characters, no surrounding whitespace.
-pub(crate) fn check_name(field: &'static str, name: &str) -> Result<(), ManageError> {
-    let bad = |reason| Err(ManageError::invalid(field, reason));
-    if name.trim().is_empty() {
-        return bad(InvalidValue::Empty);
-    }
-    if name.len() > MAX_NAME_LEN {
-        return bad(InvalidValue::TooLong { max: MAX_NAME_LEN });
-    }
-    if name.trim() != name {
-        return bad(InvalidValue::Whitespace);
-    }
-    if let Some((at, _)) = name.char_indices().find(|(_, c)| c.is_control()) {
-        return bad(InvalidValue::ControlChar { at });
-    }
-    Ok(())
-}
-
-/// A team id: 1 to [`MAX_TEAM_ID_LEN`] bytes of ASCII letters, digits, `.`, `_`, `-` and `:`.
-pub(crate) fn check_team_id(team: &str) -> Result<(), ManageError> {
-    let bad = |reason| Err(ManageError::invalid("team_id", reason));
-    if team.is_empty() {
-        return bad(InvalidValue::Empty);
-    }
-    if team.len() > MAX_TEAM_ID_LEN {
-        return bad(InvalidValue::TooLong { max: MAX_TEAM_ID_LEN });
-    }
-    if let Some((at, ch)) = team.char_indices().find(|&(_, c)| !(c.is_ascii_alphanumeric() || ".-_:".contains(c))) {
-        return bad(InvalidValue::InvalidChar { at, ch, allowed: "ASCII letters, digits, '.', '_', '-' and ':'" });
-    }
-    Ok(())
-}
-
-/// The provider allowlist, validated, sorted and deduplicated.
-pub(crate) fn check_providers(list: &[String]) -> Result<Vec<String>, ManageError> {
-    let bad = |reason| Err(ManageError::invalid("allowed_providers", reason));
-    if list.len() > MAX_PROVIDERS {
-        return bad(InvalidValue::TooMany { max: MAX_PROVIDERS });
-    }
-    for (index, p) in list.iter().enumerate() {
-        let reason = if p.is_empty() {
-            "is empty"
-        } else if p.len() > MAX_PROVIDER_LEN {
-            "is longer than 64 bytes"
-        } else if !p.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-/:".contains(&c)) {
-            "may contain only ASCII letters, digits, '.', '_', '-', '/' and ':'"
-        } else {
-            continue;
-        };
-        return bad(InvalidValue::Entry { index, reason });
-    }
-    let mut out = list.to_vec();
-    out.sort_unstable();
-    out.dedup();
-    Ok(out)
-}
-
-/// The IP allowlist, bounded, sorted and deduplicated.
-pub(crate) fn check_ips(list: &[IpCidr]) -> Result<Vec<IpCidr>, ManageError> {
-    if list.len() > MAX_ALLOWED_IPS {
-        return Err(ManageError::invalid("allowed_ips", InvalidValue::TooMany { max: MAX_ALLOWED_IPS }));
-    }
-    let mut out = list.to_vec();
-    out.sort_unstable();
-    out.dedup();
-    Ok(out)
-}
-
-/// Every limit, when set, is at least 1 (use no limit rather than a limit of 0).
-pub(crate) fn check_rate_limits(limits: &RateLimits) -> Result<(), ManageError> {
-    for (field, value) in [
-        ("rate_limit.requests_per_minute", limits.requests_per_minute),
-        ("rate_limit.tokens_per_minute", limits.tokens_per_minute),
-        ("rate_limit.concurrency", limits.concurrency),
-    ] {
-        if value == Some(0) {
-            return Err(ManageError::invalid(field, InvalidValue::OutOfRange { min: 1, max: u64::from(u32::MAX) }));
-        }
-    }
-    Ok(())
-}
-
-/// The cap is at most [`MAX_USD_MICROS`].
-pub(crate) fn check_spend_cap(cap: &SpendCap) -> Result<(), ManageError> {
-    if cap.amount_micros > MAX_USD_MICROS {
-        return Err(ManageError::invalid("spend_cap.amount_usd", InvalidValue::Money(MoneyError::TooLarge)));
-    }
-    Ok(())
-}
-
-/// An expiry must be later than `now`.
-pub(crate) fn check_expiry(field: &'static str, at: Option<Timestamp>, now: Timestamp) -> Result<(), ManageError> {
-    match at {
-        Some(at) if at <= now => Err(ManageError::invalid(field, InvalidValue::NotInFuture)),
-        _ => Ok(()),
     }
 }
 

@@ -7,229 +7,18 @@
 
 use alloc::format;
 use alloc::string::{String, ToString};
-use core::borrow::Borrow;
-use core::time::Duration;
 
+use super::bounds::Bounds;
+use super::caller::{Access, Caller, ManageConfig};
 use super::request::{
-    check_expiry, check_ips, check_name, check_providers, check_rate_limits, check_spend_cap, check_team_id,
+    check_credits, check_expiry, check_ips, check_name, check_providers, check_rate_limits, check_spend_cap,
 };
 use super::{CreateKey, InvalidValue, ListKeys, ManageError, Patch, RateLimitPatch, RotateKey, UpdateKey};
-use crate::{Authorized, KeyKind, KeyRecord, KeyStatus, ListQuery, RequiredScopes, Scope, Scopes, Timestamp};
+use crate::store::ListQuery;
+use crate::{KeyRecord, KeyStatus, Timestamp};
 
-/// Who is calling the management API: a management key's team and scopes, or the operator.
-///
-/// Build it from the caller's [`Authorized`] key (`Caller::from(&authorized)`), or with
-/// [`Caller::operator`] for the operator's own tooling. The management API trusts the caller
-/// it is given: authenticate the management key first.
-///
-/// - Only management keys ([`KeyKind::MANAGEMENT`]) may manage keys; any other kind is refused
-///   ([`ManageError::NotManagementKey`]).
-/// - A caller with a team sees and changes only the keys of that team; any other key is
-///   [`ManageError::NotFound`], exactly as if it did not exist.
-/// - A caller without a team (a management key issued with no team, or the operator) is an
-///   operator credential: it sees and changes every key of every team.
-/// - A caller never grants more than it holds: every scope it gives a key (on create, update
-///   or rotation) must be within its own scopes, and it may change, rotate or delete only keys
-///   whose scopes are within its own ([`ManageError::ScopeEscalation`]).
-///
-/// ```
-/// use keygate::{Caller, Scopes};
-/// let team_admin = Caller::new(keygate::KeyKind::MANAGEMENT, Some("team-a".into()), Scopes::parse("read write")?);
-/// assert_eq!(team_admin.team_id(), Some("team-a"));
-/// assert!(team_admin.may_grant(&Scopes::parse("read")?).is_ok());
-/// assert!(team_admin.may_grant(&Scopes::parse("admin")?).is_err());
-/// assert!(Caller::operator().may_grant(&Scopes::parse("*")?).is_ok());
-/// # Ok::<(), keygate::ScopeError>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    team_id: Option<String>,
-    scopes: Scopes,
-    management: bool,
-}
-
-impl Caller {
-    /// A caller holding a key of `kind` in `team_id` with `scopes`.
-    #[must_use]
-    pub fn new(kind: KeyKind, team_id: Option<String>, scopes: Scopes) -> Self {
-        Self { team_id, scopes, management: kind == KeyKind::MANAGEMENT }
-    }
-
-    /// The operator: no team, every scope (`*`).
-    #[must_use]
-    pub fn operator() -> Self {
-        // `*` is a valid scope, so this never falls back to the (powerless) empty set.
-        let all = Scopes::parse("*").unwrap_or_default();
-        Self { team_id: None, scopes: all, management: true }
-    }
-
-    /// The caller holding the key of `record`.
-    #[must_use]
-    pub fn from_record(record: &KeyRecord) -> Self {
-        Self::new(record.kind, record.team_id.clone(), record.scopes.clone())
-    }
-
-    /// The caller's team; `None` for an operator credential.
-    #[must_use]
-    pub fn team_id(&self) -> Option<&str> {
-        self.team_id.as_deref()
-    }
-
-    /// The caller's scopes.
-    #[must_use]
-    pub fn scopes(&self) -> &Scopes {
-        &self.scopes
-    }
-
-    /// Whether the caller sees every team.
-    #[must_use]
-    pub fn is_operator(&self) -> bool {
-        self.management && self.team_id.is_none()
-    }
-
-    /// Whether the caller may perform an operation of `access` (a management key with the
-    /// configured scope). The gateway may also check the scopes per route with
-    /// [`authorize`](crate::authorize) and [`ManageConfig::required_scopes`].
-    ///
-    /// # Errors
-    ///
-    /// [`ManageError::NotManagementKey`] or [`ManageError::MissingScope`].
-    pub fn authorize(&self, access: Access, config: &ManageConfig) -> Result<(), ManageError> {
-        if !self.management {
-            return Err(ManageError::NotManagementKey);
-        }
-        let required = config.required_scopes(access);
-        if self.scopes.permits(required) { Ok(()) } else { Err(ManageError::MissingScope(*required)) }
-    }
-
-    /// Whether the caller may see `record` (same team, or an operator credential).
-    #[must_use]
-    pub fn can_see(&self, record: &KeyRecord) -> bool {
-        self.team_id.is_none() || self.team_id == record.team_id
-    }
-
-    /// Whether the caller's own scopes cover `scope`, with [`Scopes::permits`] semantics: a
-    /// plain scope must be permitted; a wildcard `p:*` needs a wildcard grant whose prefix is a
-    /// prefix of `p:` (`keys:*` covers `keys:admin:*`; only `*` covers `*`).
-    #[must_use]
-    pub fn covers(&self, scope: &Scope) -> bool {
-        if scope.is_wildcard() {
-            let wanted = wildcard_prefix(scope);
-            self.scopes.iter().any(|g| g.is_wildcard() && wanted.starts_with(wildcard_prefix(g)))
-        } else {
-            RequiredScopes::new(scope.as_str()).is_ok_and(|r| self.scopes.permits(&r))
-        }
-    }
-
-    /// Whether every scope of `scopes` is within the caller's own.
-    ///
-    /// # Errors
-    ///
-    /// [`ManageError::ScopeEscalation`] naming the first scope that is not.
-    pub fn may_grant(&self, scopes: &Scopes) -> Result<(), ManageError> {
-        match scopes.iter().find(|s| !self.covers(s)) {
-            Some(s) => Err(ManageError::ScopeEscalation(s.as_str().to_string())),
-            None => Ok(()),
-        }
-    }
-
-    /// The team a new key gets: the caller's own (naming another is refused); an operator's
-    /// choice, which may be none.
-    fn team_for_new_key(&self, requested: Option<&String>) -> Result<Option<String>, ManageError> {
-        match (&self.team_id, requested) {
-            (Some(own), None) => Ok(Some(own.clone())),
-            (Some(own), Some(t)) if own == t => Ok(Some(own.clone())),
-            (Some(_), Some(_)) => Err(ManageError::TeamMismatch),
-            (None, t) => {
-                if let Some(t) = t {
-                    check_team_id(t)?;
-                }
-                Ok(t.cloned())
-            }
-        }
-    }
-}
-
-fn wildcard_prefix(s: &Scope) -> &str {
-    let t = s.as_str();
-    t.strip_suffix('*').unwrap_or(t)
-}
-
-impl<R: Borrow<KeyRecord>> From<&Authorized<R>> for Caller {
-    fn from(authorized: &Authorized<R>) -> Self {
-        Self::from_record(authorized.record())
-    }
-}
-
-/// Whether an operation reads keys or changes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Access {
-    /// List and get.
-    Read,
-    /// Create, update, rotate and delete.
-    Write,
-}
-
-impl Access {
-    /// The access an HTTP method needs: `GET` and `HEAD` read, everything else writes.
-    #[must_use]
-    pub fn of_method(method: &str) -> Self {
-        if method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD") { Self::Read } else { Self::Write }
-    }
-}
-
-/// The management API's settings.
-///
-/// ```
-/// use keygate::{Access, ManageConfig};
-/// let config = ManageConfig::default();
-/// assert_eq!(config.required_scopes(Access::Read).as_str(), "read");
-/// assert_eq!(config.required_scopes(Access::Write).as_str(), "write");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ManageConfig {
-    /// The scopes a caller needs to list and get keys (default `read`).
-    pub read_scopes: RequiredScopes,
-    /// The scopes a caller needs to create, update, rotate and delete keys (default `write`).
-    pub write_scopes: RequiredScopes,
-    /// How many times an update re-reads the key and re-applies itself when the key changed
-    /// concurrently (a compare-and-swap conflict) before answering 409 (default 4).
-    pub cas_attempts: u32,
-    /// The longest overlap window of a rotation (default 90 days).
-    pub max_overlap: Duration,
-    /// The largest request body the handler reads (default 64 KiB).
-    pub max_body: usize,
-}
-
-impl Default for ManageConfig {
-    fn default() -> Self {
-        // Both are valid scopes; the unit tests pin the values.
-        let scope = |s| RequiredScopes::new(s).unwrap_or(RequiredScopes::EMPTY);
-        Self {
-            read_scopes: scope("read"),
-            write_scopes: scope("write"),
-            cas_attempts: 4,
-            max_overlap: Duration::from_secs(90 * 86_400),
-            max_body: 64 * 1024,
-        }
-    }
-}
-
-impl ManageConfig {
-    /// The scopes an operation of `access` requires.
-    #[must_use]
-    pub fn required_scopes(&self, access: Access) -> &RequiredScopes {
-        match access {
-            Access::Read => &self.read_scopes,
-            Access::Write => &self.write_scopes,
-        }
-    }
-}
-
-// ---- the operations' rules ------------------------------------------------------------------
-
-/// Checks a create request without issuing anything: access, team, scopes and every field.
+/// Checks a create request without issuing anything: access, team, every field, and that the
+/// new key is within the caller (scopes, kind and every restriction of the caller's key).
 ///
 /// # Errors
 ///
@@ -248,13 +37,23 @@ pub fn check_create(
     caller.team_for_new_key(request.team_id.as_ref())?;
     caller.may_grant(&request.scopes)?;
     check_expiry("expires_at", request.expires_at, now)?;
-    check_providers(&request.allowed_providers)?;
-    check_ips(&request.allowed_ips)?;
+    let bounds = Bounds {
+        expires_at: request.expires_at,
+        allowed_models: request.allowed_models.clone(),
+        allowed_providers: check_providers(&request.allowed_providers)?,
+        allowed_ips: check_ips(&request.allowed_ips)?,
+        rate_limit: request.rate_limit,
+        spend_cap: request.spend_cap,
+        credits: request.credits,
+    };
     check_rate_limits(&request.rate_limit)?;
     if let Some(cap) = &request.spend_cap {
         check_spend_cap(cap)?;
     }
-    Ok(())
+    if let Some(credits) = &request.credits {
+        check_credits(credits)?;
+    }
+    caller.may_configure(request.kind, &request.scopes, &bounds, None)
 }
 
 /// The record of a new key: `issued` (from [`Verifier::issue`](crate::Verifier::issue) with
@@ -282,6 +81,8 @@ pub fn plan_create(
     r.allowed_ips = check_ips(&request.allowed_ips)?;
     r.rate_limit = request.rate_limit;
     r.spend_cap = request.spend_cap;
+    r.credits = request.credits;
+    r.spend_alerts = request.spend_alerts;
     r.metadata = request.metadata.as_ref().map(|m| m.as_str().to_string());
     r.created_at = now;
     r.updated_at = now;
@@ -298,9 +99,9 @@ pub fn plan_create(
 pub fn plan_list(caller: &Caller, config: &ManageConfig, request: &ListKeys) -> Result<ListQuery, ManageError> {
     caller.authorize(Access::Read, config)?;
     request.validate()?;
-    let team_id = match (&caller.team_id, &request.team_id) {
-        (Some(own), None) => Some(own.clone()),
-        (Some(own), Some(t)) if own == t => Some(own.clone()),
+    let team_id = match (caller.team_id(), &request.team_id) {
+        (Some(own), None) => Some(own.to_string()),
+        (Some(own), Some(t)) if own == t => Some(t.clone()),
         (Some(_), Some(_)) => return Err(ManageError::TeamMismatch),
         (None, t) => t.clone(),
     };
@@ -347,7 +148,8 @@ pub fn check_delete(caller: &Caller, config: &ManageConfig, found: Option<&KeyRe
 /// # Errors
 ///
 /// [`ManageError::NotFound`], [`ManageError::ScopeEscalation`] (for the key's current scopes or
-/// the new ones), [`ManageError::Revoked`], [`ManageError::Invalid`] naming the field, or the
+/// the new ones), [`ManageError::Escalation`] naming a changed field that would be broader than
+/// the caller's own, [`ManageError::Revoked`], [`ManageError::Invalid`] naming the field, or the
 /// access errors of [`Caller::authorize`].
 pub fn plan_update(
     caller: &Caller,
@@ -373,7 +175,6 @@ pub fn plan_update(
         r.soft_blocked = blocked;
     }
     if let Some(scopes) = &request.scopes {
-        caller.may_grant(scopes)?;
         r.scopes = scopes.clone();
     }
     if let Some(models) = &request.allowed_models {
@@ -395,6 +196,11 @@ pub fn plan_update(
         check_expiry("expires_at", Some(at), now)?;
     }
     r.expires_at = request.expires_at.apply(r.expires_at);
+    if let Patch::Set(credits) = &request.credits {
+        check_credits(credits)?;
+    }
+    r.credits = request.credits.apply(r.credits);
+    r.spend_alerts = request.spend_alerts.apply(r.spend_alerts);
     r.metadata = match &request.metadata {
         Patch::Keep => r.metadata,
         Patch::Clear => None,
@@ -403,6 +209,7 @@ pub fn plan_update(
     if r == *existing {
         return Ok(None);
     }
+    caller.may_configure(r.kind, &r.scopes, &Bounds::of(&r), Some((&existing.scopes, &Bounds::of(existing))))?;
     r.updated_at = now;
     Ok(Some(r))
 }
@@ -429,13 +236,17 @@ pub struct RotationPlan {
 
 /// Plans rotating `old` into a successor built on `issued` (from
 /// [`Verifier::issue`](crate::Verifier::issue) with `old.kind`): the same configuration (status,
-/// soft block, team, scopes, allowlists, limits, spend cap, metadata), the name bumped with
-/// [`successor_name`] (or `request.name`), and the expiry `request.expires_at` says.
+/// soft block, team, scopes, allowlists, limits, spend cap, credits, metadata), the name bumped
+/// with [`successor_name`] (or `request.name`), and the expiry `request.expires_at` says. The
+/// successor continues the old key's limit counters (spend, credits, rates, concurrency):
+/// [`KeyRecord::inherits_budget`] names the key whose counters they are.
 ///
 /// # Errors
 ///
 /// As for an update ([`ManageError::NotFound`], [`ManageError::ScopeEscalation`],
-/// [`ManageError::Revoked`] for a revoked key); [`ManageError::Invalid`] naming `name`,
+/// [`ManageError::Revoked`] for a revoked key); [`ManageError::Escalation`] naming the first
+/// field of the successor broader than the caller (the caller receives its token);
+/// [`ManageError::Invalid`] naming `name`,
 /// `overlap_seconds` (longer than [`ManageConfig::max_overlap`]) or `expires_at` (not in the
 /// future, also when copied from the old key).
 pub fn plan_rotation(
@@ -472,11 +283,16 @@ pub fn plan_rotation(
     s.allowed_ips.clone_from(&old.allowed_ips);
     s.rate_limit = old.rate_limit;
     s.spend_cap = old.spend_cap;
+    s.credits = old.credits;
+    s.spend_alerts = old.spend_alerts;
+    s.inherits_budget = Some(old.budget_id());
     s.metadata.clone_from(&old.metadata);
     s.expires_at = expires_at;
     s.created_at = now;
     s.updated_at = now;
     s.last_used_at = None;
+    // The caller receives the successor's token: it must hold nothing the caller does not.
+    caller.may_configure(s.kind, &s.scopes, &Bounds::of(&s), None)?;
     Ok(RotationPlan { successor: s, old_expires_at: request.overlap.map(|d| now.saturating_add(d)) })
 }
 
@@ -496,11 +312,11 @@ pub fn expire_by(record: &KeyRecord, at: Timestamp, now: Timestamp) -> Option<Ke
 /// The name of a rotated key's successor: `name-v2`, or `name-v(N+1)` when the name already
 /// ends in `-vN` (`N` a decimal number without leading zeros).
 ///
-/// The result is validated as any name is: a name that grows past [`MAX_NAME_LEN`](crate::MAX_NAME_LEN)
+/// The result is validated as any name is: a name that grows past [`MAX_NAME_LEN`](crate::manage::MAX_NAME_LEN)
 /// makes the rotation fail with a 400 naming `name` (give the successor a name explicitly).
 ///
 /// ```
-/// use keygate::successor_name;
+/// use keygate::manage::successor_name;
 /// assert_eq!(successor_name("deploy"), "deploy-v2");
 /// assert_eq!(successor_name("deploy-v2"), "deploy-v3");
 /// assert_eq!(successor_name("deploy-v9"), "deploy-v10");
@@ -535,44 +351,6 @@ pub fn record_use(record: &KeyRecord, at: Timestamp) -> Option<KeyRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn caller(scopes: &str) -> Caller {
-        Caller::new(KeyKind::MANAGEMENT, Some("t".into()), Scopes::parse(scopes).unwrap())
-    }
-
-    #[test]
-    fn default_scopes_are_read_and_write() {
-        let c = ManageConfig::default();
-        assert_eq!(c.read_scopes.as_str(), "read");
-        assert_eq!(c.write_scopes.as_str(), "write");
-    }
-
-    #[test]
-    fn coverage() {
-        let yes = [
-            ("*", "*"),
-            ("*", "keys:admin:*"),
-            ("keys:*", "keys:*"),
-            ("keys:*", "keys:admin:*"),
-            ("keys:*", "keys:read"),
-            ("read", "read"),
-        ];
-        for (grants, wanted) in yes {
-            assert!(caller(grants).covers(&Scope::new(wanted).unwrap()), "{grants} covers {wanted}");
-        }
-        let no = [
-            ("keys:*", "*"),
-            ("keys:admin:*", "keys:*"),
-            ("keys:read", "keys:*"),
-            ("keys:*", "keys"),
-            ("read", "write"),
-            ("read write", "admin"),
-            ("", "read"),
-        ];
-        for (grants, wanted) in no {
-            assert!(!caller(grants).covers(&Scope::new(wanted).unwrap()), "{grants} does not cover {wanted}");
-        }
-    }
 
     #[test]
     fn names() {

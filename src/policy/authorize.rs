@@ -4,86 +4,10 @@
 
 use core::borrow::Borrow;
 use core::fmt;
-use core::net::IpAddr;
 
-use crate::{Denial, DenialCode, KeyId, KeyRecord, RequiredScopes, Timestamp, Verified};
-
-/// What a request asks for: the attributes the policy stage checks. All optional.
-///
-/// An attribute the request does not have is not checked, with one exception: a key with an IP
-/// allowlist refuses a request whose client address is unknown (`ip_not_allowed`), because every
-/// request has a client and a server that forgets to pass it must not open the key to the world.
-/// A request without a model (such as `GET /v1/models`) passes a model allowlist; a request with
-/// no required scopes passes whatever the key's scopes are.
-///
-/// ```
-/// use keygate::{RequestAttrs, RequiredScopes};
-/// let chat: RequiredScopes = "chat:write".parse()?;
-/// let request = RequestAttrs::new()
-///     .with_scopes(&chat)
-///     .with_model("gpt-4o")
-///     .with_provider("openai")
-///     .with_client_ip("203.0.113.7".parse()?);
-/// assert_eq!(request.model, Some("gpt-4o"));
-/// # Ok::<(), Box<dyn core::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RequestAttrs<'a> {
-    /// The scopes the endpoint requires; `None` (or empty) requires none.
-    pub scopes: Option<&'a RequiredScopes>,
-    /// The model the request uses, as the client named it.
-    pub model: Option<&'a str>,
-    /// The provider the request is routed to.
-    pub provider: Option<&'a str>,
-    /// The client's address (the peer, or the address a trusted proxy reported).
-    pub client_ip: Option<IpAddr>,
-    /// A label for the route, reported in decision events (not checked).
-    pub route: Option<&'a str>,
-}
-
-impl<'a> RequestAttrs<'a> {
-    /// A request with no attributes.
-    #[must_use]
-    pub const fn new() -> Self {
-        Self { scopes: None, model: None, provider: None, client_ip: None, route: None }
-    }
-
-    /// Sets the required scopes.
-    #[must_use]
-    pub const fn with_scopes(mut self, scopes: &'a RequiredScopes) -> Self {
-        self.scopes = Some(scopes);
-        self
-    }
-
-    /// Sets the model.
-    #[must_use]
-    pub const fn with_model(mut self, model: &'a str) -> Self {
-        self.model = Some(model);
-        self
-    }
-
-    /// Sets the provider.
-    #[must_use]
-    pub const fn with_provider(mut self, provider: &'a str) -> Self {
-        self.provider = Some(provider);
-        self
-    }
-
-    /// Labels the route for decision events.
-    #[must_use]
-    pub const fn with_route(mut self, route: &'a str) -> Self {
-        self.route = Some(route);
-        self
-    }
-
-    /// Sets the client address.
-    #[must_use]
-    pub const fn with_client_ip(mut self, ip: IpAddr) -> Self {
-        self.client_ip = Some(ip);
-        self
-    }
-}
+use super::{RequestedModel, Requirements};
+use crate::verify::Verified;
+use crate::{Denial, DenialCode, KeyId, KeyRecord, RequiredScopes, Timestamp};
 
 /// Proof that a verified key may make a request: the output of [`authorize`] and of nothing
 /// else. It holds the key's record (`R` as in [`Verified`]) for what the request does next:
@@ -148,17 +72,19 @@ impl<R: Borrow<KeyRecord>> fmt::Debug for Authorized<R> {
 /// 4. `insufficient_scope`: a required scope is not granted (see [`Scopes`](crate::Scopes)); the
 ///    denial carries the required scopes for the `WWW-Authenticate` header;
 /// 5. `model_not_allowed`: the request names a model outside the key's
-///    [`ModelAllowlist`](crate::ModelAllowlist);
+///    [`ModelAllowlist`](crate::ModelAllowlist), or its model is
+///    [`Unreadable`](RequestedModel::Unreadable) and the key has a model or provider allowlist
+///    (a model that could not be read is never admitted by a restricted key);
 /// 6. `provider_not_allowed`: the request names a provider outside the key's
 ///    `allowed_providers` (exact, case-sensitive names).
 ///
 /// Empty lists are unrestricted. Limits (429) come after, in their own stage.
 ///
 /// ```
-/// use keygate::{
-///     authorize, DenialCode, KeyKind, Pepper, PepperId, Peppers, RequestAttrs, Scopes, SelectorFormat,
-///     Timestamp, Verifier,
-/// };
+/// use keygate::{DenialCode, KeyKind, Pepper, Requirements, Scopes, Timestamp, Verifier};
+/// use keygate::policy::authorize;
+/// use keygate::format::SelectorFormat;
+/// use keygate::secret::{PepperId, Peppers};
 /// # fn main() -> Result<(), Box<dyn core::error::Error>> {
 /// # let verifier = Verifier::new(SelectorFormat::new("aistats")?, Peppers::new(Pepper::new(PepperId(1), &[7; 32])?));
 /// # let now = Timestamp::from_unix_secs(1_800_000_000);
@@ -167,16 +93,14 @@ impl<R: Borrow<KeyRecord>> fmt::Debug for Authorized<R> {
 /// record.scopes = Scopes::parse("chat:*")?;
 /// record.allowed_ips = vec!["10.0.0.0/8".parse()?];
 /// let parsed = verifier.parse(token)?;
-/// let check = |attrs: &RequestAttrs<'_>| {
+/// let check = |request: &Requirements| {
 ///     let verified = verifier.verify(&parsed, &verifier.lookup(&parsed), Some(&record), now);
-///     verified.and_then(|v| authorize(v, attrs, now))
+///     verified.and_then(|v| authorize(v, request, now))
 /// };
-/// let chat = "chat:write".parse()?;
-/// let from_lan = RequestAttrs::new().with_scopes(&chat).with_client_ip("10.1.2.3".parse()?);
+/// let from_lan = Requirements::new().with_scopes("chat:write".parse()?).with_client_ip("10.1.2.3".parse()?);
 /// assert_eq!(check(&from_lan)?.id(), record.id);
 ///
-/// let keys = "keys:write".parse()?;
-/// let denial = check(&from_lan.with_scopes(&keys)).unwrap_err();
+/// let denial = check(&from_lan.clone().with_scopes("keys:write".parse()?)).unwrap_err();
 /// assert_eq!(denial.code(), DenialCode::InsufficientScope);
 /// assert_eq!(denial.required_scopes().map(|s| s.as_str()), Some("keys:write"));
 ///
@@ -191,7 +115,7 @@ impl<R: Borrow<KeyRecord>> fmt::Debug for Authorized<R> {
 #[inline]
 pub fn authorize<R: Borrow<KeyRecord>>(
     verified: Verified<R>,
-    request: &RequestAttrs<'_>,
+    request: &Requirements,
     now: Timestamp,
 ) -> Result<Authorized<R>, Denial> {
     match check(verified.record(), request, now) {
@@ -201,7 +125,7 @@ pub fn authorize<R: Borrow<KeyRecord>>(
 }
 
 #[inline]
-fn check(r: &KeyRecord, request: &RequestAttrs<'_>, now: Timestamp) -> Result<(), Denial> {
+fn check(r: &KeyRecord, request: &Requirements, now: Timestamp) -> Result<(), Denial> {
     if r.is_expired(now) {
         return Err(Denial::new(DenialCode::ExpiredApiKey));
     }
@@ -214,17 +138,23 @@ fn check(r: &KeyRecord, request: &RequestAttrs<'_>, now: Timestamp) -> Result<()
             return Err(Denial::new(DenialCode::IpNotAllowed));
         }
     }
-    if let Some(required) = request.scopes
-        && !r.scopes.permits(required)
-    {
-        return Err(insufficient_scope(required));
+    if !request.scopes.is_empty() && !r.scopes.permits(&request.scopes) {
+        return Err(insufficient_scope(&request.scopes));
     }
-    if let Some(model) = request.model
-        && !r.allowed_models.permits(model)
-    {
-        return Err(Denial::new(DenialCode::ModelNotAllowed));
+    match request.model.as_deref() {
+        RequestedModel::Absent => {}
+        RequestedModel::Named(model) => {
+            if !r.allowed_models.permits(model) {
+                return Err(Denial::new(DenialCode::ModelNotAllowed));
+            }
+        }
+        RequestedModel::Unreadable => {
+            if !r.allowed_models.is_empty() || !r.allowed_providers.is_empty() {
+                return Err(Denial::new(DenialCode::ModelNotAllowed));
+            }
+        }
     }
-    if let Some(provider) = request.provider
+    if let Some(provider) = request.provider.as_deref()
         && !r.allowed_providers.is_empty()
         && !r.allowed_providers.iter().any(|p| p == provider)
     {

@@ -77,11 +77,11 @@ pub enum ModelPatternError {
 /// never reaches a paid one). Other suffixes (`:nitro`, `:beta`) are part of the name.
 ///
 /// ```
-/// use keygate::ModelPattern;
+/// use keygate::policy::ModelPattern;
 /// let p = ModelPattern::new("llama-3*:free")?;
 /// assert!(p.permits("llama-3.1-8b:free"));
 /// assert!(!p.permits("llama-3.1-8b"));
-/// # Ok::<(), keygate::ModelPatternError>(())
+/// # Ok::<(), keygate::policy::ModelPatternError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ModelPattern {
@@ -163,6 +163,28 @@ impl ModelPattern {
         }
     }
 
+    /// Whether every model `other` permits, this pattern permits too (a sufficient test: it
+    /// never answers yes wrongly, and answers no only for pairs no real list needs).
+    pub(crate) fn covers(&self, other: &Self) -> bool {
+        let (mine, theirs) = (&*self.base, &*other.base);
+        match (self.free_only, self.prefix) {
+            // Only `mine…:free`: `other` must also be free-only, its names starting with `mine`.
+            (true, true) => other.free_only && theirs.starts_with(mine),
+            // Only `mine:free`.
+            (true, false) => other.free_only && !other.prefix && theirs == mine,
+            // Every name starting with `mine`: `other`'s names all do if its base does, and a
+            // free-only exact name may also match as a whole (`mine` = `gpt:fr`, `gpt:free`).
+            (false, true) => {
+                theirs.starts_with(mine)
+                    || (other.free_only
+                        && !other.prefix
+                        && mine.strip_prefix(theirs).is_some_and(|rest| FREE_SUFFIX.starts_with(rest)))
+            }
+            // `mine` and `mine:free`.
+            (false, false) => !other.prefix && theirs == mine,
+        }
+    }
+
     /// Whether this is a `family*` prefix pattern.
     #[must_use]
     pub fn is_prefix(&self) -> bool {
@@ -215,7 +237,7 @@ impl FromStr for ModelPattern {
 /// assert!(models.permits("gpt-4o") && models.permits("claude-3-haiku") && models.permits("mistral-7b:free"));
 /// assert!(!models.permits("gpt-4o-mini") && !models.permits("mistral-7b"));
 /// assert!(ModelAllowlist::default().permits("anything"));
-/// # Ok::<(), keygate::ModelPatternError>(())
+/// # Ok::<(), keygate::policy::ModelPatternError>(())
 /// ```
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct ModelAllowlist(Vec<ModelPattern>);
@@ -268,6 +290,13 @@ impl ModelAllowlist {
         }
         let m = Model::new(model);
         self.0.iter().any(|p| p.permits_split(m))
+    }
+
+    /// Whether every model `other` permits, this list permits too: an empty list permits
+    /// everything; otherwise `other` must be non-empty and each of its patterns covered by one
+    /// of this list's (sufficient, never wrongly yes).
+    pub(crate) fn covers(&self, other: &Self) -> bool {
+        self.0.is_empty() || (!other.0.is_empty() && other.0.iter().all(|p| self.0.iter().any(|q| q.covers(p))))
     }
 
     /// The patterns, sorted.
@@ -337,48 +366,4 @@ impl<'de> serde::Deserialize<'de> for ModelAllowlist {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use alloc::string::ToString;
-
-    #[test]
-    fn pattern_table() {
-        // (pattern, permitted, refused)
-        let table: &[(&str, &[&str], &[&str])] = &[
-            ("gpt-4o", &["gpt-4o", "gpt-4o:free"], &["gpt-4o-mini", "GPT-4o", "gpt-4", "gpt-4o:nitro", ":free"]),
-            ("llama-3:free", &["llama-3:free"], &["llama-3", "llama-3:free:free", "llama-3.1:free"]),
-            ("claude-3*", &["claude-3", "claude-3-opus", "claude-3.5:free"], &["claude-2", "Claude-3"]),
-            ("llama*:free", &["llama:free", "llama-3:free"], &["llama-3", "llama-3:freedom"]),
-            ("*:free", &["x:free", ":free"], &["x", "x:FREE"]),
-            ("*", &["", "anything", "x:free"], &[]),
-            ("openai/gpt-4o", &["openai/gpt-4o"], &["gpt-4o"]),
-        ];
-        for (pattern, yes, no) in table {
-            let p = ModelPattern::new(pattern).unwrap();
-            assert_eq!(p.to_string(), *pattern);
-            for m in *yes {
-                assert!(p.permits(m), "{pattern} should permit {m}");
-            }
-            for m in *no {
-                assert!(!p.permits(m), "{pattern} should refuse {m}");
-            }
-        }
-    }
-
-    #[test]
-    fn pattern_errors() {
-        for (bad, e) in [
-            ("", ModelPatternError::Empty { index: 0 }),
-            (":free", ModelPatternError::Empty { index: 0 }),
-            ("gpt *", ModelPatternError::InvalidChar { index: 0, at: 3, ch: ' ' }),
-            ("a,b", ModelPatternError::InvalidChar { index: 0, at: 1, ch: ',' }),
-            ("modèle", ModelPatternError::InvalidChar { index: 0, at: 3, ch: 'è' }),
-            ("*-mini", ModelPatternError::MisplacedWildcard { index: 0 }),
-            ("gpt**", ModelPatternError::MisplacedWildcard { index: 0 }),
-            ("gpt*:nitro", ModelPatternError::MisplacedWildcard { index: 0 }),
-        ] {
-            assert_eq!(ModelPattern::new(bad), Err(e), "{bad}");
-        }
-        assert_eq!(ModelAllowlist::parse("gpt-4o, x y*z"), Err(ModelPatternError::MisplacedWildcard { index: 2 }));
-    }
-}
+mod tests;

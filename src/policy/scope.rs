@@ -23,7 +23,8 @@ pub const MAX_REQUIRED_SCOPES_LEN: usize = 64;
 /// a byte offset within that scope, or within the whole text for [`ScopeError::Json`].
 ///
 /// ```
-/// use keygate::{ScopeError, Scopes};
+/// use keygate::Scopes;
+/// use keygate::policy::ScopeError;
 /// assert_eq!(Scopes::parse("read, wr!te"), Err(ScopeError::InvalidChar { index: 1, at: 2, ch: '!' }));
 /// assert_eq!(
 ///     Scopes::parse("read wr!te").unwrap_err().to_string(),
@@ -180,7 +181,7 @@ pub(crate) fn grant_permits(grant: &[u8], kind: ScopeKind, required: &[u8]) -> b
 /// assert_eq!(required.as_str(), "keys:read keys:write");
 /// assert_eq!(required.iter().collect::<Vec<_>>(), ["keys:read", "keys:write"]);
 /// assert!("keys:*".parse::<RequiredScopes>().is_err());
-/// # Ok::<(), keygate::ScopeError>(())
+/// # Ok::<(), keygate::policy::ScopeError>(())
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RequiredScopes {
@@ -213,7 +214,7 @@ impl RequiredScopes {
     /// let required = RequiredScopes::from_scopes(["files:write", "keys:read"])?;
     /// assert_eq!(required.len(), 2);
     /// assert!(RequiredScopes::from_scopes(["files:write keys:read"]).is_err());
-    /// # Ok::<(), keygate::ScopeError>(())
+    /// # Ok::<(), keygate::policy::ScopeError>(())
     /// ```
     ///
     /// # Errors

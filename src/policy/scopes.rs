@@ -13,7 +13,7 @@ use crate::RequiredScopes;
 
 /// One granted scope, validated and lowercased: `read`, `keys:write`, `keys:*` or `*`.
 ///
-/// A scope is 1 to [`MAX_SCOPE_LEN`](crate::MAX_SCOPE_LEN) bytes of `:`-separated segments, each
+/// A scope is 1 to [`MAX_SCOPE_LEN`](crate::policy::MAX_SCOPE_LEN) bytes of `:`-separated segments, each
 /// made of ASCII letters, digits, `.`, `_`, `-` and `/`. It is case-insensitive: it is stored
 /// ASCII-lowercased, so `Keys:Read` and `keys:read` are the same scope.
 ///
@@ -23,11 +23,11 @@ use crate::RequiredScopes;
 /// a narrower grant never satisfies a broader requirement.
 ///
 /// ```
-/// use keygate::Scope;
+/// use keygate::policy::Scope;
 /// let s = Scope::new(" Keys:* ")?;
 /// assert_eq!(s.as_str(), "keys:*");
 /// assert!(s.is_wildcard());
-/// # Ok::<(), keygate::ScopeError>(())
+/// # Ok::<(), keygate::policy::ScopeError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Scope {
@@ -113,7 +113,7 @@ impl FromStr for Scope {
 /// assert_eq!(granted.to_string(), "keys:* read");
 /// assert!(granted.permits(&"keys:write read".parse()?));
 /// assert!(!granted.permits(&"write".parse()?));
-/// # Ok::<(), keygate::ScopeError>(())
+/// # Ok::<(), keygate::policy::ScopeError>(())
 /// ```
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Scopes(Vec<Scope>);
@@ -406,40 +406,4 @@ impl<'de> serde::Deserialize<'de> for Scope {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use alloc::string::ToString;
-    use alloc::vec;
-
-    #[test]
-    fn json_arrays() {
-        assert_eq!(json_string_array(r#"["read","write"]"#), Ok(vec!["read".into(), "write".into()]));
-        assert_eq!(json_string_array("[ ]"), Ok(vec![]));
-        assert_eq!(json_string_array(r#"[ "a\/b" , "\u0061\u00e9" ]  "#), Ok(vec!["a/b".into(), "aé".into()]));
-        assert_eq!(json_string_array(r#"["\ud83d\ude00"]"#), Ok(vec!["\u{1f600}".into()]));
-        for (bad, at) in [
-            ("[", 1),
-            ("[\"a\"", 4),
-            ("[\"a\",]", 5),
-            ("[\"a\" \"b\"]", 5),
-            ("[1]", 1),
-            ("[\"a\"] x", 6),
-            ("[\"\\x\"]", 2),
-            ("[\"\\ud83d\"]", 2),
-            ("[\"a\nb\"]", 3),
-        ] {
-            assert_eq!(json_string_array(bad), Err(at), "{bad}");
-        }
-    }
-
-    #[test]
-    fn parse_forms_and_errors() {
-        let s = Scopes::parse("  [\"write\", \"READ\"]").unwrap();
-        assert_eq!(s.to_string(), "read write");
-        assert_eq!(Scopes::parse(" ,read,, write ,").unwrap(), s);
-        assert_eq!(Scopes::parse("[\"read write\"]"), Err(ScopeError::InvalidChar { index: 0, at: 4, ch: ' ' }));
-        assert_eq!(Scopes::parse("[\"read\", \"\"]"), Err(ScopeError::Empty { index: 1 }));
-        assert_eq!(Scopes::parse(" [\"read\", 2]"), Err(ScopeError::Json { at: 10 }));
-        assert!(Scopes::parse("").unwrap().is_empty());
-    }
-}
+mod tests;

@@ -5,32 +5,25 @@
 //! returning a `Send` future so that it runs on any multi-threaded executor. Nothing here
 //! depends on an executor.
 //!
-//! [`Ready`] presents a synchronous store whose operations never block for long (such as
-//! [`MemoryStore`](crate::MemoryStore)) as an asynchronous one: its futures are ready at once.
-//! A synchronous store that does blocking I/O should not be wrapped this way; move its calls to
-//! a blocking thread pool instead.
+//! Every [`KeyStore`] is also an [`AsyncKeyStore`] whose futures are ready at once, so the
+//! in-memory store goes wherever an asynchronous store is expected, and code written once over
+//! [`AsyncKeyStore`] runs over either. A store that wraps an asynchronous one (a cache) is a
+//! cheap-to-clone handle, so that several owners (the gate, the manager) can share it.
 
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::future::Future;
 
-use super::{KeyStore, ListQuery, Page, StoreError};
-use crate::{KeyId, KeyRecord, Lookup};
+use super::{BatchError, KeyStore, ListQuery, Page, StoreError};
+use crate::verify::Lookup;
+use crate::{KeyId, KeyRecord};
 
 /// Where key records live, for stores that do I/O. See [`KeyStore`] for the contract of each
-/// operation; the errors are the same.
+/// operation; the errors are the same. Every [`KeyStore`] that may be shared between threads is
+/// one.
 pub trait AsyncKeyStore: Send + Sync {
     /// Finds the record a presented key names. This is on the hot path.
     fn lookup(&self, lookup: &Lookup) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send;
-
-    /// Finds the record of a presented kid, or a stand-in that verification rejects: see
-    /// [`KeyStore::lookup_kid_or_stand_in`]. The default is the plain lookup.
-    fn lookup_kid_or_stand_in(
-        &self,
-        id: &KeyId,
-    ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        let lookup = Lookup::Id(*id);
-        async move { self.lookup(&lookup).await }
-    }
 
     /// Finds a record by id, whatever its shape.
     fn get(&self, id: &KeyId) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
@@ -48,6 +41,40 @@ pub trait AsyncKeyStore: Send + Sync {
         record: KeyRecord,
     ) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send;
 
+    /// Adds new records, all or none: [`BatchError::Conflicts`] names every record whose id or
+    /// opaque digest the store (or an earlier record of the batch) holds, and nothing is stored.
+    ///
+    /// The SQL stores insert the batch in one transaction. This default inserts the records one
+    /// by one and, if any is refused, deletes those it inserted: until then, a concurrent reader
+    /// may see some of them.
+    fn insert_batch(
+        &self,
+        records: Vec<KeyRecord>,
+    ) -> impl Future<Output = Result<Vec<Arc<KeyRecord>>, BatchError>> + Send {
+        async move {
+            let mut stored = Vec::with_capacity(records.len());
+            let mut conflicts = Vec::new();
+            let mut failure = None;
+            for (index, record) in records.into_iter().enumerate() {
+                match self.insert(record).await {
+                    Ok(r) => stored.push(r),
+                    Err(StoreError::Conflict) => conflicts.push(index),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            if failure.is_none() && conflicts.is_empty() {
+                return Ok(stored);
+            }
+            for r in &stored {
+                let _ = self.delete(&r.id).await;
+            }
+            Err(failure.map_or(BatchError::Conflicts(conflicts), BatchError::Store))
+        }
+    }
+
     /// Removes a record, returning it.
     fn delete(&self, id: &KeyId) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send;
 
@@ -55,35 +82,21 @@ pub trait AsyncKeyStore: Send + Sync {
     fn list(&self, query: &ListQuery) -> impl Future<Output = Result<Page, StoreError>> + Send;
 }
 
-/// A synchronous store that never blocks for long, presented as an [`AsyncKeyStore`] whose
-/// futures are ready at once.
-///
-/// ```
-/// use keygate::{AsyncKeyStore, MemoryStore, Ready};
-/// let store = Ready(MemoryStore::new());
-/// # let _: &dyn Fn(&Ready<MemoryStore>) = &|s| { let _ = s; };
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct Ready<S>(pub S);
-
-impl<S: KeyStore + Send + Sync> AsyncKeyStore for Ready<S> {
+/// Every synchronous store is an asynchronous one whose futures are ready at once: a
+/// [`MemoryStore`](crate::MemoryStore) (or an `Arc` of one) goes wherever an [`AsyncKeyStore`] is
+/// expected. A synchronous store that does blocking I/O should not be used this way from an
+/// async server; implement [`AsyncKeyStore`] for it over a blocking thread pool instead.
+impl<S: KeyStore + Send + Sync + ?Sized> AsyncKeyStore for S {
     fn lookup(&self, lookup: &Lookup) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        core::future::ready(self.0.lookup(lookup))
-    }
-
-    fn lookup_kid_or_stand_in(
-        &self,
-        id: &KeyId,
-    ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        core::future::ready(self.0.lookup_kid_or_stand_in(id))
+        core::future::ready(KeyStore::lookup(self, lookup))
     }
 
     fn get(&self, id: &KeyId) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        core::future::ready(self.0.get(id))
+        core::future::ready(KeyStore::get(self, id))
     }
 
     fn insert(&self, record: KeyRecord) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send {
-        core::future::ready(self.0.insert(record))
+        core::future::ready(KeyStore::insert(self, record))
     }
 
     fn replace(
@@ -91,51 +104,14 @@ impl<S: KeyStore + Send + Sync> AsyncKeyStore for Ready<S> {
         expected_revision: u64,
         record: KeyRecord,
     ) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send {
-        core::future::ready(self.0.replace(expected_revision, record))
+        core::future::ready(KeyStore::replace(self, expected_revision, record))
     }
 
     fn delete(&self, id: &KeyId) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send {
-        core::future::ready(self.0.delete(id))
+        core::future::ready(KeyStore::delete(self, id))
     }
 
     fn list(&self, query: &ListQuery) -> impl Future<Output = Result<Page, StoreError>> + Send {
-        core::future::ready(self.0.list(query))
-    }
-}
-
-impl<S: AsyncKeyStore + ?Sized> AsyncKeyStore for Arc<S> {
-    fn lookup(&self, lookup: &Lookup) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        (**self).lookup(lookup)
-    }
-
-    fn lookup_kid_or_stand_in(
-        &self,
-        id: &KeyId,
-    ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        (**self).lookup_kid_or_stand_in(id)
-    }
-
-    fn get(&self, id: &KeyId) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        (**self).get(id)
-    }
-
-    fn insert(&self, record: KeyRecord) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send {
-        (**self).insert(record)
-    }
-
-    fn replace(
-        &self,
-        expected_revision: u64,
-        record: KeyRecord,
-    ) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send {
-        (**self).replace(expected_revision, record)
-    }
-
-    fn delete(&self, id: &KeyId) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send {
-        (**self).delete(id)
-    }
-
-    fn list(&self, query: &ListQuery) -> impl Future<Output = Result<Page, StoreError>> + Send {
-        (**self).list(query)
+        core::future::ready(KeyStore::list(self, query))
     }
 }

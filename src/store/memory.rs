@@ -15,8 +15,8 @@
 //! colliding *stored* keys, and every stored key is a server-generated CSPRNG kid or a keyed
 //! digest, neither of which a client chooses. A client controls only lookups, and a lookup in a
 //! SwissTable probes at most the run of occupied groups the random keys formed, however its own
-//! hash was chosen. SipHash would cost about 9× more per lookup (19 ns vs 2 ns for a 16-byte kid
-//! on the machine the benchmarks ran on) for protection this layout does not need.
+//! hash was chosen. SipHash would cost several times more per lookup for protection this layout
+//! does not need.
 //!
 //! # Misses that cost what hits cost
 //!
@@ -24,7 +24,7 @@
 //! table entry, and the record behind it. A plain miss reads only the control bytes, so an
 //! unknown kid would answer faster than a known kid with a wrong secret, and the time would tell
 //! which kids exist (`benches/timing_leak.rs` measured |t| in the hundreds). So
-//! [`KeyStore::lookup_kid_or_stand_in`] answers a miss with a *stand-in*: the first record at or
+//! a [`Lookup::Kid`] that misses is answered with a *stand-in*: the first record at or
 //! after the bucket where the probe began. The probe has just read those control bytes; the
 //! stand-in's entry lies in the same array as a hit's, and its record is as cold as any other.
 //! Its id is read and then it is cloned, in the order a hit's probe reads and clones its own.
@@ -50,7 +50,8 @@ use super::{KeyStore, ListQuery, MAX_PAGE, Page, StoreError};
 use crate::record::KeyShape;
 use crate::secret::DIGEST_LEN;
 use crate::shard::shard_of;
-use crate::{KeyId, KeyRecord, Lookup, Timestamp};
+use crate::verify::Lookup;
+use crate::{KeyId, KeyRecord, Timestamp};
 
 const SHARDS: usize = 64;
 
@@ -65,11 +66,6 @@ struct Shard {
     by_digest: HashTable<Arc<KeyRecord>>,
 }
 
-/// How many buckets past a miss's first probe position the stand-in may be found at: one
-/// group of hashbrown's control bytes (16 with SSE2). With any load the table keeps (at least
-/// 7/16 after it grows), all of them being empty is rarer than one in ten thousand.
-const STAND_IN_REACH: usize = 16;
-
 /// Whether an id table entry is `id`'s, comparing the stored hash first so that a chance tag
 /// match does not read its record.
 fn entry_of(slot: Slot, id: &KeyId) -> impl Fn(&(u64, Arc<KeyRecord>)) -> bool + '_ {
@@ -82,14 +78,20 @@ impl Shard {
     }
 
     /// The stand-in for a kid this shard lacks: the first record at or after the bucket where
-    /// the lookup's probe began. The probe just read those control bytes; the record's entry
-    /// sits in the same array a hit's entry does, and the record is as cold as any other.
-    /// `None` only if those buckets are all empty (an empty shard, or a rare gap).
+    /// the lookup's probe began, wrapping around the table. The probe just read the control
+    /// bytes of the first group; the record's entry sits in the same array a hit's entry does,
+    /// and the record is as cold as any other. With the load the table keeps, the first group
+    /// almost always holds one, so the walk is as short as a probe; a run of empty buckets only
+    /// makes it a little longer, never gives up: `None` only when the shard is empty.
     fn stand_in(&self, hash: u64) -> Option<&Arc<KeyRecord>> {
-        let mask = self.by_id.num_buckets().wrapping_sub(1);
+        if self.by_id.is_empty() {
+            return None;
+        }
+        let buckets = self.by_id.num_buckets();
+        let mask = buckets.wrapping_sub(1);
         #[allow(clippy::cast_possible_truncation)] // hashbrown probes from the low bits, truncated alike
         let start = hash as usize;
-        (0..STAND_IN_REACH).find_map(|i| self.by_id.get_bucket(start.wrapping_add(i) & mask)).map(|(_, r)| r)
+        (0..buckets).find_map(|i| self.by_id.get_bucket(start.wrapping_add(i) & mask)).map(|(_, r)| r)
     }
 }
 
@@ -182,6 +184,21 @@ impl MemoryStore {
         read(&self.shards[slot.shard]).find_id(slot, id).cloned()
     }
 
+    /// The record of `id`, or a stand-in for it (see the module docs).
+    fn by_kid_or_stand_in(&self, id: &KeyId) -> Option<Arc<KeyRecord>> {
+        let slot = self.id_slot(id);
+        let shard = read(&self.shards[slot.shard]);
+        shard
+            .find_id(slot, id)
+            .or_else(|| {
+                // Read the stand-in's id as a hit's probe reads its record's, before the clone.
+                shard.stand_in(slot.hash).inspect(|r| {
+                    let _ = core::hint::black_box(r.id == *id);
+                })
+            })
+            .cloned()
+    }
+
     fn by_digest(&self, d: &Digest) -> Option<Arc<KeyRecord>> {
         let slot = self.digest_slot(d);
         read(&self.shards[slot.shard]).by_digest.find(slot.hash, |r| r.digest.bytes == *d).cloned()
@@ -270,23 +287,10 @@ fn write(lock: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
 impl KeyStore for MemoryStore {
     fn lookup(&self, lookup: &Lookup) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         Ok(match lookup {
+            Lookup::Kid(id) => self.by_kid_or_stand_in(id),
             Lookup::Id(id) => self.by_id(id),
             Lookup::Digest(d) => self.by_digest(&d.bytes),
         })
-    }
-
-    fn lookup_kid_or_stand_in(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        let slot = self.id_slot(id);
-        let shard = read(&self.shards[slot.shard]);
-        Ok(shard
-            .find_id(slot, id)
-            .or_else(|| {
-                // Read the stand-in's id as a hit's probe reads its record's, before the clone.
-                shard.stand_in(slot.hash).inspect(|r| {
-                    let _ = core::hint::black_box(r.id == *id);
-                })
-            })
-            .cloned())
     }
 
     fn insert(&self, record: KeyRecord) -> Result<Arc<KeyRecord>, StoreError> {

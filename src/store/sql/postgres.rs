@@ -1,8 +1,8 @@
 //! [`PostgresStore`]: keys in PostgreSQL, with change notifications (feature `postgres`).
 //!
-//! Any number of gateway processes share one database. The schema, the compare-and-swap and
-//! the error mapping are the design notes of `sql.rs` beside this file. A trigger announces every change on the channel `keygate_keys` when its
-//! transaction commits; [`PostgresStore::changes`] listens there, so a read-through cache in
+//! Any number of gateway processes share one database. The key store operations are the
+//! generic store's; this engine connects, migrates under sqlx's lock, and listens for changes.
+//! A trigger announces every change on the channel `keygate_keys` when its transaction commits; [`PostgresStore::changes`] listens there, so a read-through cache in
 //! another process drops a changed key at once. The channel is per database: stores in other
 //! schemas of the same database announce on it too, which costs a cache only extra evictions.
 //!
@@ -17,21 +17,38 @@
 
 #![cfg(feature = "postgres")]
 
-use alloc::sync::Arc;
 use core::future::Future;
 use core::str::FromStr;
 use core::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use sqlx::{Executor as _, Row as _};
+use sqlx::Executor as _;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgQueryResult};
 
-use super::sql::{self, MigrationSql, Row, count_param, count_result, error, signed, timed};
-use super::{ListQuery, MAX_PAGE, Page, StoreError};
-use crate::{KeyId, KeyRecord, Lookup};
+use super::store::{Engine, SqlStore};
+use super::{MigrationSql, SqlConfig, error, migrate_error, migrator, timed};
+use crate::KeyId;
+use crate::store::StoreError;
 
 /// The schema, version by version (`migrations/postgres/`).
-const MIGRATIONS: &[MigrationSql] =
-    &[(700_000_001, "keygate keys", include_str!("../../migrations/postgres/700000001_keygate_keys.sql"))];
+const MIGRATIONS: &[MigrationSql] = &[
+    (700_000_001, "keygate keys", include_str!("../../../migrations/postgres/700000001_keygate_keys.sql")),
+    (
+        700_000_002,
+        "keygate keys inherits budget",
+        include_str!("../../../migrations/postgres/700000002_keygate_keys_inherits_budget.sql"),
+    ),
+    (
+        700_000_003,
+        "keygate quiet last used",
+        include_str!("../../../migrations/postgres/700000003_keygate_quiet_last_used.sql"),
+    ),
+    (
+        700_000_010,
+        "keygate usage and wallets",
+        include_str!("../../../migrations/postgres/700000010_keygate_usage_and_wallets.sql"),
+    ),
+    (700_000_030, "keygate usage log", include_str!("../../../migrations/postgres/700000030_keygate_usage_log.sql")),
+];
 
 /// The channel the trigger announces changes on.
 const CHANNEL: &str = "keygate_keys";
@@ -47,13 +64,14 @@ const PING_AFTER: Duration = Duration::from_secs(30);
 /// One row per key in the table `keygate_keys` (in the connection's `search_path` schema);
 /// [`replace`](crate::AsyncKeyStore::replace) is one `UPDATE … WHERE id = $1 AND revision = $n`.
 /// Every call fails with [`StoreError::Timeout`] past
-/// [`SqlConfig::timeout`](sql::SqlConfig::timeout); a unique id or opaque digest taken is
+/// [`SqlConfig::timeout`]; a unique id or opaque digest taken is
 /// [`StoreError::Conflict`], a row that is not a valid record [`StoreError::Corrupt`], any other
 /// failure [`StoreError::Unavailable`]. A trigger announces each committed change on the
 /// channel `keygate_keys`, which [`PostgresStore::changes`] listens to.
 ///
 /// ```no_run
-/// use keygate::{AsyncKeyStore, KeyChange, PostgresStore, SqlConfig};
+/// use keygate::{AsyncKeyStore, PostgresStore};
+/// use keygate::store::{KeyChange, SqlConfig};
 /// # async fn run() -> Result<(), keygate::StoreError> {
 /// let store = PostgresStore::connect("postgres://keygate@db.internal/keys", SqlConfig::default()).await?;
 /// let mut changes = store.changes().await?;
@@ -67,15 +85,31 @@ const PING_AFTER: Duration = Duration::from_secs(30);
 /// });
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
-pub struct PostgresStore {
-    pool: PgPool,
-    options: PgConnectOptions,
-    config: sql::SqlConfig,
-    queries: Arc<sql::Queries>,
+pub type PostgresStore = SqlStore<Postgres>;
+
+/// The PostgreSQL engine of [`PostgresStore`].
+#[derive(Debug, Clone, Copy)]
+pub struct Postgres;
+
+impl Engine for Postgres {
+    type Db = sqlx::Postgres;
+    type Target = Target;
+    const NAME: &'static str = "PostgresStore";
+    const SIGIL: char = '$';
+
+    /// A read-only transaction at repeatable read: every read in it sees one snapshot.
+    fn snapshot(
+        pool: &PgPool,
+    ) -> impl Future<Output = Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error>> + Send {
+        pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    }
+
+    fn rows_affected(done: &PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
 }
 
-impl PostgresStore {
+impl SqlStore<Postgres> {
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`, with
     /// the usual parameters such as `sslmode` or `options=-csearch_path%3Dkeys`) and brings its
     /// schema up to date, under sqlx's migration lock.
@@ -84,8 +118,8 @@ impl PostgresStore {
     ///
     /// [`StoreError::Unavailable`] if the URL is invalid, or the database cannot be reached or
     /// migrated; [`StoreError::Timeout`] past
-    /// [`SqlConfig::open_timeout`](sql::SqlConfig::open_timeout).
-    pub async fn connect(url: &str, config: sql::SqlConfig) -> Result<Self, StoreError> {
+    /// [`SqlConfig::open_timeout`].
+    pub async fn connect(url: &str, config: SqlConfig) -> Result<Self, StoreError> {
         Self::connect_with(PgConnectOptions::from_str(url).map_err(error)?, config).await
     }
 
@@ -94,34 +128,17 @@ impl PostgresStore {
     /// # Errors
     ///
     /// As [`PostgresStore::connect`].
-    pub async fn connect_with(options: PgConnectOptions, config: sql::SqlConfig) -> Result<Self, StoreError> {
+    pub async fn connect_with(options: PgConnectOptions, config: SqlConfig) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections.max(1))
             .acquire_timeout(config.acquire_timeout)
             .connect_lazy_with(options.clone());
         let migrate = async {
-            sql::migrator(MIGRATIONS).run(&pool).await.map_err(sql::migrate_error)?;
+            migrator(MIGRATIONS).run(&pool).await.map_err(migrate_error)?;
             Ok(())
         };
         timed(config.open_timeout, migrate).await?;
-        Ok(Self { pool, options, config, queries: Arc::new(sql::Queries::new('$')) })
-    }
-
-    /// The connection pool, for queries of your own.
-    #[must_use]
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// The configuration the store was opened with.
-    #[must_use]
-    pub fn config(&self) -> &sql::SqlConfig {
-        &self.config
-    }
-
-    /// Closes the pool's connections, waiting for those in use to be returned.
-    pub async fn close(&self) {
-        self.pool.close().await;
+        Ok(Self::new(pool, config, Target(options)))
     }
 
     /// Starts listening for changes to any key, on a connection of its own. Every change
@@ -130,11 +147,11 @@ impl PostgresStore {
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] if the database cannot be reached; [`StoreError::Timeout`]
-    /// past [`SqlConfig::open_timeout`](sql::SqlConfig::open_timeout).
+    /// past [`SqlConfig::open_timeout`].
     pub async fn changes(&self) -> Result<KeyChanges, StoreError> {
-        let listener = timed(self.config.open_timeout, listen(&self.options, &self.config)).await?;
+        let listener = timed(self.config.open_timeout, listen(&self.target.0, &self.config)).await?;
         Ok(KeyChanges {
-            options: self.options.clone(),
+            target: self.target.clone(),
             config: self.config.clone(),
             listener: Some(listener),
             lost: false,
@@ -143,36 +160,19 @@ impl PostgresStore {
     }
 }
 
-/// Host, port, database and user: never the password.
-struct Target<'a>(&'a PgConnectOptions);
+/// The options a store connects with, shown as host, port, database and user: never the
+/// password.
+#[derive(Clone)]
+pub struct Target(PgConnectOptions);
 
-impl core::fmt::Debug for Target<'_> {
+impl core::fmt::Debug for Target {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let o = self.0;
+        let o = &self.0;
         match o.get_socket() {
             Some(socket) => write!(f, "{}@{}", o.get_username(), socket.display())?,
             None => write!(f, "{}@{}:{}", o.get_username(), o.get_host(), o.get_port())?,
         }
         write!(f, "/{}", o.get_database().unwrap_or_default())
-    }
-}
-
-impl core::fmt::Debug for PostgresStore {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("PostgresStore")
-            .field("target", &Target(&self.options))
-            .field("timeout", &self.config.timeout)
-            .field("connections", &self.pool.size())
-            .finish_non_exhaustive()
-    }
-}
-
-sql::key_store!(PostgresStore);
-
-impl PostgresStore {
-    /// A read-only transaction at repeatable read: every read in it sees one snapshot.
-    async fn snapshot(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-        self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await
     }
 }
 
@@ -194,8 +194,8 @@ pub enum KeyChange {
 /// The listener holds one connection of its own and re-establishes it by itself after a loss,
 /// reporting [`KeyChange::Resync`] once it listens again.
 pub struct KeyChanges {
-    options: PgConnectOptions,
-    config: sql::SqlConfig,
+    target: Target,
+    config: SqlConfig,
     listener: Option<PgListener>,
     /// The connection was lost since the last [`KeyChange::Resync`].
     lost: bool,
@@ -205,14 +205,14 @@ pub struct KeyChanges {
 impl core::fmt::Debug for KeyChanges {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("KeyChanges")
-            .field("target", &Target(&self.options))
+            .field("target", &self.target)
             .field("connected", &self.listener.is_some())
             .finish_non_exhaustive()
     }
 }
 
 /// A listener on [`CHANNEL`], over a pool of one connection of its own.
-async fn listen(options: &PgConnectOptions, config: &sql::SqlConfig) -> Result<PgListener, StoreError> {
+async fn listen(options: &PgConnectOptions, config: &SqlConfig) -> Result<PgListener, StoreError> {
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(config.acquire_timeout)
@@ -243,7 +243,7 @@ impl KeyChanges {
                     tokio::time::sleep(self.backoff).await;
                     self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
                 }
-                if let Ok(listener) = timed(self.config.open_timeout, listen(&self.options, &self.config)).await {
+                if let Ok(listener) = timed(self.config.open_timeout, listen(&self.target.0, &self.config)).await {
                     self.listener = Some(listener);
                     self.lost = false;
                     return KeyChange::Resync;

@@ -2,67 +2,91 @@
 //!
 //! The gateway's persistent default: one file, no server. The database runs in WAL mode, so
 //! readers never wait for the writer and several processes can open the same file; a writer
-//! waits for another's lock up to the busy timeout ([`SqlConfig::timeout`](sql::SqlConfig)).
-//! The schema, the compare-and-swap and the error mapping are the design notes of `sql.rs`
-//! beside this file; on open the embedded migrations run inside `BEGIN IMMEDIATE`, so two
-//! processes opening a new file at once create the schema once.
+//! waits for another's lock up to the busy timeout ([`SqlConfig::timeout`]). The key store
+//! operations are the generic store's; this engine opens the database, and runs the embedded
+//! migrations inside `BEGIN IMMEDIATE`, so two processes opening a new file at once create the
+//! schema once.
 
 #![cfg(feature = "sqlite")]
 
-use alloc::sync::Arc;
 use core::future::Future;
 use core::str::FromStr;
 use core::time::Duration;
 use std::path::PathBuf;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{Connection, Row as _};
+use sqlx::Connection as _;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult};
 
-use super::sql::{self, MigrationSql, Row, count_param, count_result, error, signed, timed};
-use super::{ListQuery, MAX_PAGE, Page, StoreError};
-use crate::{KeyId, KeyRecord, Lookup};
+use super::store::{Engine, SqlStore};
+use super::{MigrationSql, SqlConfig, error, migrate_error, migrator, timed};
+use crate::store::StoreError;
 
 /// The schema, version by version (`migrations/sqlite/`).
-const MIGRATIONS: &[MigrationSql] =
-    &[(700_000_001, "keygate keys", include_str!("../../migrations/sqlite/700000001_keygate_keys.sql"))];
+const MIGRATIONS: &[MigrationSql] = &[
+    (700_000_001, "keygate keys", include_str!("../../../migrations/sqlite/700000001_keygate_keys.sql")),
+    (
+        700_000_002,
+        "keygate keys inherits budget",
+        include_str!("../../../migrations/sqlite/700000002_keygate_keys_inherits_budget.sql"),
+    ),
+    (700_000_030, "keygate usage log", include_str!("../../../migrations/sqlite/700000030_keygate_usage_log.sql")),
+];
+
+/// The SQLite engine of [`SqliteStore`].
+#[derive(Debug, Clone, Copy)]
+pub struct Sqlite;
+
+impl Engine for Sqlite {
+    type Db = sqlx::Sqlite;
+    /// The database file.
+    type Target = PathBuf;
+    const NAME: &'static str = "SqliteStore";
+    const SIGIL: char = '?';
+
+    /// A read transaction: SQLite's reads in one transaction see one snapshot.
+    fn snapshot(
+        pool: &SqlitePool,
+    ) -> impl Future<Output = Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error>> + Send {
+        pool.begin()
+    }
+
+    fn rows_affected(done: &SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+}
 
 /// Key records in a SQLite database file, created (with its schema) if missing.
 ///
 /// One row per key in the table `keygate_keys`; [`replace`](crate::AsyncKeyStore::replace) is one
 /// `UPDATE … WHERE id = ? AND revision = ?`. The database runs in WAL mode: readers never wait,
 /// and other processes may open the same file (a writer waits for another's lock up to
-/// [`SqlConfig::timeout`](sql::SqlConfig::timeout)). Every call fails with
+/// [`SqlConfig::timeout`]). Every call fails with
 /// [`StoreError::Timeout`] past that timeout; a unique id or opaque digest taken is
 /// [`StoreError::Conflict`], a row that is not a valid record [`StoreError::Corrupt`], any
 /// other failure [`StoreError::Unavailable`].
 ///
 /// ```no_run
-/// use keygate::{AsyncKeyStore, SqlConfig, SqliteStore};
+/// use keygate::{AsyncKeyStore, SqliteStore};
+/// use keygate::store::SqlConfig;
 /// # async fn run() -> Result<(), keygate::StoreError> {
 /// let store = SqliteStore::open("keys.db", SqlConfig::default()).await?;
 /// let id = "4f9TqWm2Lx8RbC1d".parse().expect("a valid id");
 /// assert!(store.get(&id).await?.is_none());
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
-    config: sql::SqlConfig,
-    filename: PathBuf,
-    queries: Arc<sql::Queries>,
-}
+pub type SqliteStore = SqlStore<Sqlite>;
 
-impl SqliteStore {
+impl SqlStore<Sqlite> {
     /// Opens the database at `location` (a file path, or a `sqlite:` URL such as
     /// `sqlite://keys.db?mode=rwc`), creating the file if it is missing and bringing its schema
-    /// up to date. WAL mode; the busy timeout is [`SqlConfig::timeout`](sql::SqlConfig::timeout).
+    /// up to date. WAL mode; the busy timeout is [`SqlConfig::timeout`].
     ///
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] if the URL is invalid or the file cannot be opened, created
     /// or migrated; [`StoreError::Timeout`] past
-    /// [`SqlConfig::open_timeout`](sql::SqlConfig::open_timeout).
-    pub async fn open(location: &str, config: sql::SqlConfig) -> Result<Self, StoreError> {
+    /// [`SqlConfig::open_timeout`].
+    pub async fn open(location: &str, config: SqlConfig) -> Result<Self, StoreError> {
         let options = if location.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(location).map_err(error)?
         } else {
@@ -82,7 +106,7 @@ impl SqliteStore {
     pub async fn open_with(
         options: SqliteConnectOptions,
         in_memory: bool,
-        config: sql::SqlConfig,
+        config: SqlConfig,
     ) -> Result<Self, StoreError> {
         let options = options.journal_mode(SqliteJournalMode::Wal).busy_timeout(config.timeout);
         let filename = options.get_filename().to_path_buf();
@@ -107,30 +131,13 @@ impl SqliteStore {
             // One writer at a time from here to the commit: a second process opening the file
             // waits (busy timeout) and then finds the migrations applied.
             let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(error)?;
-            sql::migrator(MIGRATIONS).run(&mut tx).await.map_err(sql::migrate_error)?;
+            migrator(MIGRATIONS).run(&mut tx).await.map_err(migrate_error)?;
             tx.commit().await.map_err(error)?;
             drop(conn);
             Ok(pool)
         };
         let pool = timed(config.open_timeout, open).await?;
-        Ok(Self { pool, config, filename, queries: Arc::new(sql::Queries::new('?')) })
-    }
-
-    /// The connection pool, for queries of your own.
-    #[must_use]
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    /// The configuration the store was opened with.
-    #[must_use]
-    pub fn config(&self) -> &sql::SqlConfig {
-        &self.config
-    }
-
-    /// Closes the pool's connections, waiting for those in use to be returned.
-    pub async fn close(&self) {
-        self.pool.close().await;
+        Ok(Self::new(pool, config, filename))
     }
 }
 
@@ -143,23 +150,4 @@ fn is_busy(e: &sqlx::Error) -> bool {
     const SQLITE_BUSY: i32 = 5;
     matches!(e, sqlx::Error::Database(db)
         if db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == SQLITE_BUSY))
-}
-
-impl core::fmt::Debug for SqliteStore {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("filename", &self.filename)
-            .field("timeout", &self.config.timeout)
-            .field("connections", &self.pool.size())
-            .finish_non_exhaustive()
-    }
-}
-
-sql::key_store!(SqliteStore);
-
-impl SqliteStore {
-    /// A read transaction: SQLite's reads in one transaction see one snapshot.
-    async fn snapshot(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        self.pool.begin().await
-    }
 }
