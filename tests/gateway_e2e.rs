@@ -752,12 +752,13 @@ fn two_gateways_share_one_wallet_per_team_and_read_the_same_usage() {
     let (token, id) = a.create_key(key_json("spender", json!({ "team_id": "team-shared" })));
 
     let (a, b) = (Arc::new(a), Arc::new(b));
-    let clients: Vec<_> = (0..4)
+    // Eight clients at once, so that each gateway sends its reservations in batches.
+    let clients: Vec<_> = (0..8)
         .map(|i| {
             let gateway = Arc::clone(if i % 2 == 0 { &a } else { &b });
             let token = token.clone();
             thread::spawn(move || {
-                (0..10).map(|_| gateway.chat(&token, "gpt-4o-mini", "Hello there").status).collect::<Vec<_>>()
+                (0..5).map(|_| gateway.chat(&token, "gpt-4o-mini", "Hello there").status).collect::<Vec<_>>()
             })
         })
         .collect();
@@ -1060,9 +1061,11 @@ fn the_dashboard_is_served_under_a_strict_csp() {
 /// the official OpenAI Python SDK as the new key's client: `tests/dashboard_browser.py` signs
 /// in, creates a key and reads it once, uses it, finds the request in the key's log and chart,
 /// revokes it and sees the next request refused with 401 `revoked_api_key`, and checks that the
-/// key is nowhere in the page once its dialog closed. Screenshots go to `KEYGATE_SCREENSHOTS`
-/// (default: a temporary directory; `docs/` holds the README's). Where Chromium, chromedriver,
-/// selenium or the SDK is missing the test says so and passes, except in CI (`KEYGATE_CI=1`).
+/// key is nowhere in the page once its dialog closed. It runs once per store: memory, SQLite and
+/// PostgreSQL (where a server is found, see `tests/support/servers.rs`). Screenshots of the
+/// memory run go to `KEYGATE_SCREENSHOTS` (default: a temporary directory; `docs/` holds the
+/// README's). Where Chromium, chromedriver, selenium or the SDK is missing the test says so and
+/// passes, except in CI (`KEYGATE_CI=1`).
 #[test]
 fn the_dashboard_works_in_a_real_browser() {
     let chromium = std::env::var("KEYGATE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
@@ -1079,23 +1082,42 @@ fn the_dashboard_works_in_a_real_browser() {
         println!("not run: the browser test needs {}", missing.join(", "));
         return;
     }
-    let gateway = Gateway::start(&[]);
     let shots = std::env::var_os("KEYGATE_SCREENSHOTS")
         .map_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots"), PathBuf::from);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("dashboard_browser.py");
-    // The key travels in the environment, not on the command line where `ps` would show it.
-    let run = Command::new("python3")
-        .arg(script)
-        .env("KEYGATE_URL", &gateway.url)
-        .env("KEYGATE_ADMIN_KEY", gateway.admin())
-        .env("KEYGATE_SCREENSHOTS", &shots)
-        .env("KEYGATE_CHROMIUM", &chromium)
-        .env("KEYGATE_CHROMEDRIVER", &driver)
-        .output()
-        .unwrap();
-    let (out, err) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
-    println!("{out}");
-    assert!(run.status.success(), "the dashboard's browser test failed:\n{out}\n{err}");
-    assert!(out.contains("dashboard browser test: all checks passed"));
+    let browse = |store: &str, gateway: &Gateway, shots: &Path| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("dashboard_browser.py");
+        // The key travels in the environment, not on the command line where `ps` would show it.
+        let run = Command::new("python3")
+            .arg(script)
+            .env("KEYGATE_URL", &gateway.url)
+            .env("KEYGATE_ADMIN_KEY", gateway.admin())
+            .env("KEYGATE_SCREENSHOTS", shots)
+            .env("KEYGATE_CHROMIUM", &chromium)
+            .env("KEYGATE_CHROMEDRIVER", &driver)
+            .output()
+            .unwrap();
+        let (out, err) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+        println!("{store}: {out}");
+        assert!(run.status.success(), "the dashboard's browser test failed on the {store} store:\n{out}\n{err}");
+        assert!(out.contains("dashboard browser test: all checks passed"), "{store}");
+    };
+    // Memory, with the screenshots.
+    let gateway = Gateway::start(&[]);
+    browse("memory", &gateway, &shots);
     gateway.stop();
+    // SQLite, in the gateway's own directory.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("dashboard-sqlite-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = dir.join("keys.db");
+    let gateway = Gateway::start_in(dir.clone(), &["--store", store.to_str().unwrap()]);
+    browse("SQLite", &gateway, &dir.join("screenshots"));
+    gateway.stop();
+    // PostgreSQL, in a database of its own.
+    if postgres_url().is_some() {
+        let db = Database::create();
+        let gateway = Gateway::start(&["--store", &db.url()]);
+        browse("PostgreSQL", &gateway, &gateway.dir.join("screenshots"));
+        gateway.stop();
+    }
 }

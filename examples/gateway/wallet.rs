@@ -6,16 +6,21 @@
 //! the last request may take a wallet below zero by at most its own cost (it is then refused
 //! until topped up, as prepaid APIs do). `:free` models cost nothing.
 //!
-//! With `--store postgres://…` the wallets live in PostgreSQL (`keygate_wallets`), and the
-//! reservation is one conditional upsert: every gateway on the database spends from one wallet,
-//! and all of them together pass it by at most one request's cost. Otherwise they live in this
-//! process.
+//! With `--store postgres://…` the wallets live in PostgreSQL (`keygate_wallets`): every gateway
+//! on the database spends from one wallet, and all of them together pass it by at most one
+//! request's cost. A team's reservations are sent in batches (group commit): while one round trip
+//! is under way the next requests queue, and the next round trip takes them all, in arrival
+//! order, with `keygate_wallet_reserve` (one call, one row lock, each cost taken only while the
+//! balance is still positive, as one conditional upsert per request would). So a busy wallet
+//! costs one round trip per batch rather than one row lock per request, and a request waits for
+//! at most the round trip under way and its own. Otherwise the wallets live in this process.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use keygate::manage::Usd;
 use sqlx::PgPool;
+use tokio::sync::oneshot;
 
 /// The wallets, created on first use with the starting balance.
 #[derive(Debug)]
@@ -27,8 +32,19 @@ pub(crate) struct Wallets {
 #[derive(Debug)]
 enum Place {
     Local(Mutex<HashMap<Option<String>, i64>>),
-    Postgres(PgPool),
+    Postgres(PgPool, Arc<Mutex<HashMap<String, Queue>>>),
 }
+
+/// A team's reservations waiting for their round trip.
+#[derive(Debug, Default)]
+struct Queue {
+    /// A task is sending this team's batches; it takes what waits here when its round trip ends.
+    flying: bool,
+    waiting: Vec<(i64, oneshot::Sender<Result<bool, WalletError>>)>,
+}
+
+/// The most reservations one round trip takes.
+const MAX_BATCH: usize = 1024;
 
 /// A wallet could not be read or written: the request is refused (fail closed).
 #[derive(Debug)]
@@ -42,7 +58,7 @@ impl Wallets {
 
     /// Wallets in PostgreSQL (the `keygate_wallets` table the store's migrations create).
     pub(crate) fn postgres(start: Usd, pool: PgPool) -> Self {
-        Self { start: micros(start.micros()), place: Place::Postgres(pool) }
+        Self { start: micros(start.micros()), place: Place::Postgres(pool, Arc::default()) }
     }
 
     /// The balance of `team`'s wallet (`None`: the operator's) in micro-dollars.
@@ -52,7 +68,7 @@ impl Wallets {
                 let balances = balances.lock().unwrap_or_else(PoisonError::into_inner);
                 Ok(balances.get(&team.map(str::to_owned)).copied().unwrap_or(self.start))
             }
-            Place::Postgres(pool) => {
+            Place::Postgres(pool, _) => {
                 let balance: Option<i64> =
                     sqlx::query_scalar("SELECT balance_micros FROM keygate_wallets WHERE team_id = $1")
                         .bind(team.unwrap_or(""))
@@ -77,41 +93,21 @@ impl Wallets {
                 *balance = balance.saturating_sub(cost);
                 Ok(true)
             }
-            Place::Postgres(_) if self.start <= 0 && cost > 0 => {
-                // A wallet not yet written starts empty: only an existing positive one pays.
-                self.reserve_existing(team, cost).await
-            }
-            Place::Postgres(pool) => {
-                // Created at the starting balance minus the cost, or taken from while positive:
-                // the row's lock orders every gateway's reservations.
-                let row: Option<i64> = sqlx::query_scalar(
-                    "INSERT INTO keygate_wallets AS w (team_id, balance_micros) VALUES ($1, $2 - $3) \
-                     ON CONFLICT (team_id) DO UPDATE SET balance_micros = w.balance_micros - $3 \
-                     WHERE w.balance_micros > 0 RETURNING balance_micros",
-                )
-                .bind(team.unwrap_or(""))
-                .bind(self.start)
-                .bind(cost)
-                .fetch_optional(pool)
-                .await
-                .map_err(|_| WalletError)?;
-                Ok(row.is_some())
+            Place::Postgres(pool, queues) => {
+                let team = team.unwrap_or("").to_owned();
+                let (sent, answer) = oneshot::channel();
+                let lead = {
+                    let mut queues = queues.lock().unwrap_or_else(PoisonError::into_inner);
+                    let queue = queues.entry(team.clone()).or_default();
+                    queue.waiting.push((cost, sent));
+                    !std::mem::replace(&mut queue.flying, true)
+                };
+                if lead {
+                    tokio::spawn(send_batches(pool.clone(), Arc::clone(queues), team, self.start));
+                }
+                answer.await.unwrap_or(Err(WalletError))
             }
         }
-    }
-
-    async fn reserve_existing(&self, team: Option<&str>, cost: i64) -> Result<bool, WalletError> {
-        let Place::Postgres(pool) = &self.place else { return Ok(false) };
-        let row: Option<i64> = sqlx::query_scalar(
-            "UPDATE keygate_wallets SET balance_micros = balance_micros - $2 \
-             WHERE team_id = $1 AND balance_micros > 0 RETURNING balance_micros",
-        )
-        .bind(team.unwrap_or(""))
-        .bind(cost)
-        .fetch_optional(pool)
-        .await
-        .map_err(|_| WalletError)?;
-        Ok(row.is_some())
     }
 
     /// Gives `micros` back to `team`'s wallet (what a reservation did not use). In PostgreSQL
@@ -127,23 +123,59 @@ impl Wallets {
                 let balance = balances.entry(team.map(str::to_owned)).or_insert(self.start);
                 *balance = balance.saturating_add(amount);
             }
-            Place::Postgres(pool) => {
-                let (pool, team) = (pool.clone(), team.unwrap_or("").to_owned());
+            Place::Postgres(pool, _) => {
                 let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-                runtime.spawn(async move {
-                    let refund = sqlx::query(
-                        "UPDATE keygate_wallets SET balance_micros = balance_micros + $2 WHERE team_id = $1",
-                    )
-                    .bind(&team)
-                    .bind(amount)
-                    .execute(&pool)
-                    .await;
-                    if refund.is_err() {
-                        eprintln!("wallet: a refund of {amount} micro-dollars to team {team:?} failed");
-                    }
-                });
+                runtime.spawn(refund_postgres(pool.clone(), team.unwrap_or("").to_owned(), amount));
             }
         }
+    }
+}
+
+/// Sends `team`'s queued reservations, a batch per round trip, until none wait.
+async fn send_batches(pool: PgPool, queues: Arc<Mutex<HashMap<String, Queue>>>, team: String, start: i64) {
+    loop {
+        let batch: Vec<_> = {
+            let mut all = queues.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(queue) = all.get_mut(&team) else { return };
+            if queue.waiting.is_empty() {
+                // Nothing waits: the next reservation starts a task of its own.
+                all.remove(&team);
+                return;
+            }
+            let take = queue.waiting.len().min(MAX_BATCH);
+            queue.waiting.drain(..take).collect()
+        };
+        let costs: Vec<i64> = batch.iter().map(|(cost, _)| *cost).collect();
+        let taken: Result<i32, _> = sqlx::query_scalar("SELECT keygate_wallet_reserve($1, $2, $3)")
+            .bind(&team)
+            .bind(start)
+            .bind(&costs)
+            .fetch_one(&pool)
+            .await;
+        match taken {
+            Ok(taken) => {
+                let taken = usize::try_from(taken).unwrap_or(0);
+                for (i, (cost, sent)) in batch.into_iter().enumerate() {
+                    // A request that went away while it waited gives back what it took.
+                    if sent.send(Ok(i < taken)).is_err() && i < taken {
+                        refund_postgres(pool.clone(), team.clone(), cost).await;
+                    }
+                }
+            }
+            Err(_) => batch.into_iter().for_each(|(_, sent)| drop(sent.send(Err(WalletError)))),
+        }
+    }
+}
+
+/// Gives `amount` micro-dollars back to `team`'s wallet in PostgreSQL.
+async fn refund_postgres(pool: PgPool, team: String, amount: i64) {
+    let refund = sqlx::query("UPDATE keygate_wallets SET balance_micros = balance_micros + $2 WHERE team_id = $1")
+        .bind(&team)
+        .bind(amount)
+        .execute(&pool)
+        .await;
+    if refund.is_err() {
+        eprintln!("wallet: a refund of {amount} micro-dollars to team {team:?} failed");
     }
 }
 

@@ -47,6 +47,11 @@ const MIGRATIONS: &[MigrationSql] = &[
         "keygate usage and wallets",
         include_str!("../../../migrations/postgres/700000010_keygate_usage_and_wallets.sql"),
     ),
+    (
+        700_000_011,
+        "keygate wallet reserve",
+        include_str!("../../../migrations/postgres/700000011_keygate_wallet_reserve.sql"),
+    ),
     (700_000_030, "keygate usage log", include_str!("../../../migrations/postgres/700000030_keygate_usage_log.sql")),
 ];
 
