@@ -122,6 +122,23 @@ impl<S, L, E> Gate<S, L, E> {
     }
 }
 
+/// The first stage, written once for [`Gate::check`] (over a synchronous store, with
+/// [`Verifier::authenticate`]) and for the asynchronous entry points (with
+/// [`Verifier::authenticate_async`] and `.await`): the bearer token and its key, and how long it
+/// took (when a timed sink is attached). Expanded in place rather than resolved from a future,
+/// for the reason `Verifier::authenticate` is (`benches/authenticate.rs`).
+macro_rules! timed_authentication {
+    ($self:ident, $authorization:ident, $now:ident, $authenticate:ident $(, $await:tt)?) => {{
+        let clock = Clock::start(&$self.events);
+        let verified = match bearer_token($authorization) {
+            Ok(token) => $self.verifier.$authenticate(&$self.store, token, $now)$(.$await)?,
+            Err(denial) => Err(denial),
+        };
+        let latency = clock.elapsed();
+        (verified.map(|verified| Authenticated { verified, latency }), latency)
+    }};
+}
+
 impl<S: KeyStore + Send + Sync, L: LimitStore, E: EventSink> Gate<S, L, E> {
     /// Runs the pipeline for one request over a synchronous store: the `Authorization` header
     /// value (`None` if absent), what the route requires and what the request will use (its
@@ -139,13 +156,10 @@ impl<S: KeyStore + Send + Sync, L: LimitStore, E: EventSink> Gate<S, L, E> {
         requirements: &Requirements,
         now: Timestamp,
     ) -> Result<Pass<'_, L>, Denial> {
-        resolve(async {
-            let (outcome, latency) = self.authenticate_timed(authorization, now).await;
-            let authenticated =
-                outcome.map_err(|denial| self.denied(denial, authorization, requirements, now, latency))?;
-            self.admit_with(authenticated, requirements, now, StoreRef::Borrowed(self.limiter.store())).await
-        })
-        .unwrap_or_else(|| Err(Denial::new(DenialCode::AuthUnavailable)))
+        let (outcome, latency) = timed_authentication!(self, authorization, now, authenticate);
+        let authenticated = outcome.map_err(|denial| self.denied(denial, authorization, requirements, now, latency))?;
+        resolve(self.admit_with(authenticated, requirements, now, StoreRef::Borrowed(self.limiter.store())))
+            .unwrap_or_else(|| Err(Denial::new(DenialCode::AuthUnavailable)))
     }
 }
 
@@ -198,13 +212,7 @@ impl<S: AsyncKeyStore, L: AsyncLimitStore, E: EventSink> Gate<S, L, E> {
         authorization: Option<&[u8]>,
         now: Timestamp,
     ) -> (Result<Authenticated, Denial>, Option<core::time::Duration>) {
-        let clock = Clock::start(&self.events);
-        let verified = match bearer_token(authorization) {
-            Ok(token) => self.verifier.authenticate_async(&self.store, token, now).await,
-            Err(denial) => Err(denial),
-        };
-        let latency = clock.elapsed();
-        (verified.map(|verified| Authenticated { verified, latency }), latency)
+        timed_authentication!(self, authorization, now, authenticate_async, await)
     }
 }
 
