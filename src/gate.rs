@@ -39,7 +39,7 @@ use crate::http::bearer_token;
 use crate::limit::LimitError;
 use crate::limit::{Admission, AsyncLimitStore, Finished, LimitStore, Limiter, RateLimitStatus, StoreRef, Usage};
 use crate::policy::{Authorized, Requirements, authorize};
-use crate::store::{AsyncKeyStore, KeyStore, resolve};
+use crate::store::{AsyncKeyStore, KeyStore};
 use crate::verify::Verified;
 use crate::{Denial, DenialCode, KeyRecord, Timestamp, Verifier};
 
@@ -139,6 +139,32 @@ macro_rules! timed_authentication {
     }};
 }
 
+/// The later stages, written once for [`Gate::check`] (over a synchronous limit store) and
+/// for the asynchronous entry points (`$await` is `await`): the policy, then the limits
+/// (through `store`: the limiter's, borrowed, or a clone the admission owns), then the
+/// decision event. Expanded in place, as [`timed_authentication`] is.
+macro_rules! admission_stage {
+    ($self:ident, $authenticated:ident, $requirements:ident, $now:ident, $store:ident, $take:ident $(, $await:tt)?) => {{
+        let clock = Clock::start(&$self.events);
+        // A refusal's event names the key's team too (the record is kept only for a sink).
+        let record = $self.events.enabled().then(|| Arc::clone($authenticated.record()));
+        let outcome = match authorize($authenticated.verified, $requirements, $now) {
+            Ok(authorized) => {
+                match $self.limiter.$take($store, authorized.record(), $requirements.limits, $now)$(.$await)? {
+                    Ok(admission) => Ok(Pass { authorized, admission }),
+                    Err(denial) => Err(denial),
+                }
+            }
+            Err(denial) => Err(denial),
+        };
+        if let Some(record) = record {
+            let latency = $authenticated.latency.zip(clock.elapsed()).map(|(a, b)| a + b);
+            $self.report(&outcome, &record, $requirements, $now, latency);
+        }
+        outcome
+    }};
+}
+
 impl<S: KeyStore + Send + Sync, L: LimitStore, E: EventSink> Gate<S, L, E> {
     /// Runs the pipeline for one request over a synchronous store: the `Authorization` header
     /// value (`None` if absent), what the route requires and what the request will use (its
@@ -158,8 +184,8 @@ impl<S: KeyStore + Send + Sync, L: LimitStore, E: EventSink> Gate<S, L, E> {
     ) -> Result<Pass<'_, L>, Denial> {
         let (outcome, latency) = timed_authentication!(self, authorization, now, authenticate);
         let authenticated = outcome.map_err(|denial| self.denied(denial, authorization, requirements, now, latency))?;
-        resolve(self.admit_with(authenticated, requirements, now, StoreRef::Borrowed(self.limiter.store())))
-            .unwrap_or_else(|| Err(Denial::new(DenialCode::AuthUnavailable)))
+        let store = StoreRef::Borrowed(self.limiter.store());
+        admission_stage!(self, authenticated, requirements, now, store, take_now)
     }
 }
 
@@ -238,8 +264,7 @@ impl<S, L: AsyncLimitStore, E: EventSink> Gate<S, L, E> {
         self.admit_with(authenticated, requirements, now, store).await
     }
 
-    /// The later stages, written once: the policy, then the limits (through `store`: the
-    /// limiter's, borrowed, or a clone the admission owns), then the decision event.
+    /// The later stages over any limit store (see [`admission_stage`]).
     #[inline]
     async fn admit_with<'a>(
         &self,
@@ -248,21 +273,7 @@ impl<S, L: AsyncLimitStore, E: EventSink> Gate<S, L, E> {
         now: Timestamp,
         store: StoreRef<'a, L>,
     ) -> Result<Pass<'a, L>, Denial> {
-        let clock = Clock::start(&self.events);
-        // A refusal's event names the key's team too (the record is kept only for a sink).
-        let record = self.events.enabled().then(|| Arc::clone(authenticated.record()));
-        let outcome = match authorize(authenticated.verified, requirements, now) {
-            Ok(authorized) => match self.limiter.take(store, authorized.record(), requirements.limits, now).await {
-                Ok(admission) => Ok(Pass { authorized, admission }),
-                Err(denial) => Err(denial),
-            },
-            Err(denial) => Err(denial),
-        };
-        if let Some(record) = record {
-            let latency = authenticated.latency.zip(clock.elapsed()).map(|(a, b)| a + b);
-            self.report(&outcome, &record, requirements, now, latency);
-        }
-        outcome
+        admission_stage!(self, authenticated, requirements, now, store, take, await)
     }
 }
 

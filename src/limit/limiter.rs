@@ -188,6 +188,78 @@ impl<S> Limiter<S> {
     }
 }
 
+/// The limit stage, written once and expanded in [`Limiter::take_now`] over a [`LimitStore`]
+/// (no `await`) and in [`Limiter::take`] over an [`AsyncLimitStore`] (each store call followed
+/// by `.await`): the record's limits for `request` as one batch (or one cell), applied through
+/// `store`. Expanded rather than an `async fn` resolved at once, whose state and output moves
+/// cost the synchronous hot path measurably (`benches/authenticate.rs`).
+macro_rules! limit_stage {
+    ($self:ident, $store:ident, $record:ident, $request:ident, $now:ident, $Store:ident $(, $await:tt)?) => {{
+        let (store, record, request, now) = ($store, $record, $request, $now);
+        let limits = &record.rate_limit;
+        let requests = limits.requests_per_minute.map(Gcra::per_minute);
+        let tokens = limits.tokens_per_minute.map(Gcra::per_minute);
+        let rate_only = limits.concurrency.is_none() && record.spend_cap.is_none() && record.credits.is_none();
+        let lease = (!rate_only).then(next_lease);
+        let single = match (requests, tokens) {
+            (None, None) if rate_only => Some(None),
+            (Some(gcra), None) if rate_only => Some(Some((LimitName::REQUESTS, gcra, 1))),
+            (None, Some(gcra)) if rate_only => Some(Some((LimitName::TOKENS, gcra, request.tokens))),
+            _ => None,
+        };
+        let outcome = match single {
+            // No limits: no store access.
+            Some(None) => Ok(Ok([0, 0])),
+            // One rate limit (the common case): the store's single-cell path, no batch.
+            Some(Some((name, gcra, cost))) => {
+                let op = LimitOp::Rate { gcra, cost };
+                match $Store::apply_one(&*store, &record.budget_id(), CellId::new(name), op, now)$(.$await)? {
+                    Ok(Ok(value)) => Ok(Ok([value, value])),
+                    Ok(Err(refused)) => Ok(Err(refused)),
+                    Err(e) => Err(e),
+                }
+            }
+            None => {
+                let mut batch = LimitBatch::new();
+                if Plan::fill(&mut batch, record, request, now, (requests, tokens), lease).is_err() {
+                    return Err(Denial::new(DenialCode::AuthUnavailable));
+                }
+                let plan = Plan::of(record);
+                $Store::apply(&*store, &record.budget_id(), &batch, now)$(.$await)?.map(|r| {
+                    r.map(|applied| {
+                        let value = |i: Option<usize>| i.map_or(0, |i| applied.value(i));
+                        [value(plan.requests), value(plan.tokens)]
+                    })
+                })
+            }
+        };
+        let ([requests_tat, tokens_tat], fail_open) = match outcome {
+            Ok(Ok(values)) => (values, false),
+            Ok(Err(refused)) => return Err(refusal(record, now, &refused)),
+            Err(_) if $self.fail_open => ([0, 0], true),
+            Err(_) => return Err(Denial::new(DenialCode::AuthUnavailable)),
+        };
+        // Failed open, nothing was taken: the usage is charged in full when it is known.
+        let taken = |estimate: u64| if fail_open { 0 } else { estimate };
+        Ok(Admission {
+            store,
+            key: record.budget_id(),
+            now,
+            requests: requests.map(|gcra| Rate { gcra, tat: requests_tat }),
+            tokens: tokens.map(|gcra| Rate { gcra, tat: tokens_tat }),
+            estimate: if fail_open { 0 } else { request.tokens },
+            spend: record.spend_cap,
+            spend_reserved: taken(request.spend_micros),
+            credits: record.credits,
+            credits_cost: request.credits,
+            credits_taken: taken(u64::from(request.credits)),
+            fail_open,
+            lease: if fail_open { None } else { lease },
+            permit: record.rate_limit.concurrency.is_some(),
+        })
+    }};
+}
+
 impl<S: LimitStore> Limiter<S> {
     /// Checks a verified key's limits for one request at `now`, taking what it asks for from
     /// every limit or from none.
@@ -208,7 +280,7 @@ impl<S: LimitStore> Limiter<S> {
     /// resets), or `503 auth_unavailable` if the store failed and the limiter fails closed.
     #[inline]
     pub fn check(&self, record: &KeyRecord, request: LimitRequest, now: Timestamp) -> Result<Admission<'_, S>, Denial> {
-        resolve(self.take(StoreRef::Borrowed(&self.store), record, request, now))
+        self.take_now(StoreRef::Borrowed(&self.store), record, request, now)
     }
 
     /// [`Limiter::check`], with an admission that owns a clone of the store handle instead of
@@ -228,16 +300,20 @@ impl<S: LimitStore> Limiter<S> {
     where
         S: Clone + 'static,
     {
-        resolve(self.take(StoreRef::Owned(self.store.clone()), record, request, now))
+        self.take_now(StoreRef::Owned(self.store.clone()), record, request, now)
     }
-}
 
-/// Runs a check over a synchronous store, whose futures are ready at once.
-#[inline]
-fn resolve<'a, S: AsyncLimitStore>(
-    check: impl core::future::Future<Output = Result<Admission<'a, S>, Denial>>,
-) -> Result<Admission<'a, S>, Denial> {
-    crate::store::resolve(check).unwrap_or_else(|| Err(Denial::new(DenialCode::AuthUnavailable)))
+    /// The limit stage over a synchronous store (see [`limit_stage`]).
+    #[inline]
+    pub(crate) fn take_now<'a>(
+        &self,
+        store: StoreRef<'a, S>,
+        record: &KeyRecord,
+        request: LimitRequest,
+        now: Timestamp,
+    ) -> Result<Admission<'a, S>, Denial> {
+        limit_stage!(self, store, record, request, now, LimitStore)
+    }
 }
 
 impl<S: AsyncLimitStore> Limiter<S> {
@@ -259,8 +335,7 @@ impl<S: AsyncLimitStore> Limiter<S> {
         self.take(StoreRef::Owned(self.store.clone()), record, request, now).await
     }
 
-    /// The limit stage, written once: the record's limits for `request` as one batch (or one
-    /// cell), applied through `store`.
+    /// The limit stage over any store (see [`limit_stage`]).
     #[inline]
     pub(crate) async fn take<'a>(
         &self,
@@ -269,67 +344,7 @@ impl<S: AsyncLimitStore> Limiter<S> {
         request: LimitRequest,
         now: Timestamp,
     ) -> Result<Admission<'a, S>, Denial> {
-        let limits = &record.rate_limit;
-        let requests = limits.requests_per_minute.map(Gcra::per_minute);
-        let tokens = limits.tokens_per_minute.map(Gcra::per_minute);
-        let rate_only = limits.concurrency.is_none() && record.spend_cap.is_none() && record.credits.is_none();
-        let lease = (!rate_only).then(next_lease);
-        let single = match (requests, tokens) {
-            (None, None) if rate_only => Some(None),
-            (Some(gcra), None) if rate_only => Some(Some((LimitName::REQUESTS, gcra, 1))),
-            (None, Some(gcra)) if rate_only => Some(Some((LimitName::TOKENS, gcra, request.tokens))),
-            _ => None,
-        };
-        let outcome = match single {
-            // No limits: no store access.
-            Some(None) => Ok(Ok([0, 0])),
-            // One rate limit (the common case): the store's single-cell path, no batch.
-            Some(Some((name, gcra, cost))) => {
-                let op = LimitOp::Rate { gcra, cost };
-                match store.apply_one(&record.budget_id(), CellId::new(name), op, now).await {
-                    Ok(Ok(value)) => Ok(Ok([value, value])),
-                    Ok(Err(refused)) => Ok(Err(refused)),
-                    Err(e) => Err(e),
-                }
-            }
-            None => {
-                let mut batch = LimitBatch::new();
-                if Plan::fill(&mut batch, record, request, now, (requests, tokens), lease).is_err() {
-                    return Err(Denial::new(DenialCode::AuthUnavailable));
-                }
-                let plan = Plan::of(record);
-                store.apply(&record.budget_id(), &batch, now).await.map(|r| {
-                    r.map(|applied| {
-                        let value = |i: Option<usize>| i.map_or(0, |i| applied.value(i));
-                        [value(plan.requests), value(plan.tokens)]
-                    })
-                })
-            }
-        };
-        let ([requests_tat, tokens_tat], fail_open) = match outcome {
-            Ok(Ok(values)) => (values, false),
-            Ok(Err(refused)) => return Err(refusal(record, now, &refused)),
-            Err(_) if self.fail_open => ([0, 0], true),
-            Err(_) => return Err(Denial::new(DenialCode::AuthUnavailable)),
-        };
-        // Failed open, nothing was taken: the usage is charged in full when it is known.
-        let taken = |estimate: u64| if fail_open { 0 } else { estimate };
-        Ok(Admission {
-            store,
-            key: record.budget_id(),
-            now,
-            requests: requests.map(|gcra| Rate { gcra, tat: requests_tat }),
-            tokens: tokens.map(|gcra| Rate { gcra, tat: tokens_tat }),
-            estimate: if fail_open { 0 } else { request.tokens },
-            spend: record.spend_cap,
-            spend_reserved: taken(request.spend_micros),
-            credits: record.credits,
-            credits_cost: request.credits,
-            credits_taken: taken(u64::from(request.credits)),
-            fail_open,
-            lease: if fail_open { None } else { lease },
-            permit: record.rate_limit.concurrency.is_some(),
-        })
+        limit_stage!(self, store, record, request, now, AsyncLimitStore, await)
     }
 }
 
