@@ -9,9 +9,9 @@
 //! ```
 //!
 //! A [`Gate`] owns the three stages' state: the [`Verifier`] (formats and peppers), the key store
-//! and the [`Limiter`]. The stages are written once, over an [`AsyncKeyStore`]:
-//! [`Gate::check_async`] awaits them, [`Gate::check`] runs them to completion at once over a
-//! synchronous [`KeyStore`]. Both stop at the first refusal, so limits are only consumed by a
+//! and the [`Limiter`]. Each stage is written once, as one body expanded in [`Gate::check`] (over
+//! a synchronous [`KeyStore`] and limit store) and in [`Gate::check_async`] (over an
+//! [`AsyncKeyStore`] and an asynchronous limit store, awaiting each call). Both stop at the first refusal, so limits are only consumed by a
 //! request that passed every earlier check. Every stage is the sans-IO function documented in its
 //! module; this is only the driver, kept short so that the hot path stays visible.
 //!
@@ -168,9 +168,9 @@ macro_rules! admission_stage {
 impl<S: KeyStore + Send + Sync, L: LimitStore, E: EventSink> Gate<S, L, E> {
     /// Runs the pipeline for one request over a synchronous store: the `Authorization` header
     /// value (`None` if absent), what the route requires and what the request will use (its
-    /// estimates of tokens, credits and spend: [`Requirements::limits`]), and `now`. The same stages
-    /// as [`Gate::check_async`], run to completion at once. Reports the outcome to the event
-    /// sink, if one is attached.
+    /// estimates of tokens, credits and spend: [`Requirements::limits`]), and `now`. The same
+    /// stages as [`Gate::check_async`], from the same source, without `.await`. Reports the
+    /// outcome to the event sink, if one is attached.
     ///
     /// # Errors
     ///
@@ -230,9 +230,8 @@ impl<S: AsyncKeyStore, L: AsyncLimitStore, E: EventSink> Gate<S, L, E> {
         outcome.map_err(|denial| self.denied(denial, authorization, &Requirements::new(), now, latency))
     }
 
-    /// The first stage, written once: the bearer token and its key, and how long it took (when
-    /// a timed sink is attached). The callers report a denial, with what they know of the
-    /// request.
+    /// The first stage over any store (see [`timed_authentication`]). The callers report a
+    /// denial, with what they know of the request.
     async fn authenticate_timed(
         &self,
         authorization: Option<&[u8]>,

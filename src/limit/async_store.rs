@@ -1,10 +1,10 @@
 //! The limit-store trait for backends that do I/O: [`AsyncLimitStore`].
 //!
-//! The limit stage is written once over this trait. Every [`LimitStore`] is an
-//! [`AsyncLimitStore`] whose futures are ready at once, so the synchronous entry points
-//! ([`Limiter::check`](super::Limiter::check), `Gate::check`) run the same code to completion in
-//! one poll, with no executor, while an asynchronous backend (Redis) is awaited by
-//! [`Limiter::check_async`](super::Limiter::check_async) and the tower layer.
+//! The limit stage is written once, as one body expanded over [`LimitStore`] in the synchronous
+//! entry points ([`Limiter::check`](super::Limiter::check), `Gate::check`) and over this trait,
+//! awaited, in [`Limiter::check_async`](super::Limiter::check_async) and the tower layer. Every
+//! [`LimitStore`] is also an [`AsyncLimitStore`] whose futures are ready at once, so a memory
+//! store goes wherever an asynchronous one is expected.
 
 use core::future::Future;
 

@@ -270,8 +270,8 @@ impl<S: LimitStore> Limiter<S> {
     /// over the cap, otherwise `request.spend_micros` is reserved; see
     /// [`LimitRequest::with_spend_estimate`]) and credits (`request.credits`, refused when they
     /// do not fit). [`Admission::finish`] settles each estimate to the real usage. A key without
-    /// limits costs no store access. The same code as [`Limiter::check_async`], run to
-    /// completion at once over a synchronous store.
+    /// limits costs no store access. The same code as [`Limiter::check_async`], without
+    /// `.await`, over a synchronous store.
     ///
     /// # Errors
     ///
