@@ -1,5 +1,5 @@
-//! Load figure: requests per second on the reference gateway's chat route over loopback, with
-//! keygate in front and without it, as a ratio measured in one run.
+//! Load figures: requests per second and p99 latency on the reference gateway's chat route over
+//! loopback, in every mode of keys and limits, as ratios to memory mode measured in one run.
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc, clippy::unwrap_used)]
 //!
 //! `cargo bench --bench gateway_load --features full` serves, in this process, the
@@ -8,8 +8,8 @@
 //! tracking) and, on a second port, the same chat handler behind the same JSON reader but no
 //! key check. A hyper client keeps 32 keep-alive connections busy with `POST
 //! /v1/chat/completions` (a paid model, so usage is charged to the key's limits and to a
-//! wallet either way), alternating rounds of a few seconds between the two. It prints each
-//! round's requests per second and the median of the per-round ratios (with / without).
+//! wallet either way), alternating rounds of a few seconds between the modes. It prints each
+//! round's requests per second and the median of the per-round ratios.
 //! Client and server share the machine's cores, as a gateway's real clients would not.
 //!
 //! Modes, each round measuring every one in turn: `memory` (the key above, keys and limits in
@@ -21,8 +21,13 @@
 //! per-round ratios: with/without keygate, 401/200 in memory, postgres/memory, and the junk
 //! flood on postgres/memory. With PostgreSQL, two more modes send a free model (no wallet
 //! write), in memory and in PostgreSQL, to show what the paid model's wallet reservation costs.
+//! With Redis (`--redis URL`, else `KEYGATE_REDIS_URL`, else `redis://127.0.0.1:6379`; skipped
+//! when it does not answer), `redis limits`: the same key in memory with its limits in Redis
+//! (under a prefix of the bench's own), with requests/s and p99 as ratios to memory mode, and
+//! what Redis did per request from `INFO commandstats` (calls and CPU per command).
 //!
-//! Options (after `--`): `--rounds N` (default 5), `--seconds S` per round (default 3).
+//! Options (after `--`): `--rounds N` (default 5), `--seconds S` per round (default 3),
+//! `--redis URL`.
 
 // The gateway's modules, shared with the example; the bench uses the router and the handler.
 #[allow(dead_code)]
@@ -69,12 +74,13 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use keygate::format::SelectorFormat;
+use keygate::limit::RedisConfig;
 use keygate::manage::Usd;
 use keygate::secret::{PepperId, Peppers};
 use keygate::tower::JsonModel;
 use keygate::{
-    AsyncKeyStore, KeyKind, MemoryLimitStore, MemoryStore, ModelAllowlist, OsRng, Pepper, RateLimits, SpendCap,
-    SpendPeriod, Timestamp, Verifier,
+    AsyncKeyStore, KeyKind, MemoryLimitStore, MemoryStore, ModelAllowlist, OsRng, Pepper, RateLimits, RedisLimitStore,
+    SpendCap, SpendPeriod, Timestamp, Verifier,
 };
 use tokio::net::{TcpListener, TcpStream};
 
@@ -87,16 +93,26 @@ const BODY: &str =
 const FREE: &str = r#"{"model":"llama-3.1-8b-instruct:free","messages":[{"role":"user","content":"Say hello to the benchmark."}],"max_tokens":64}"#;
 
 fn main() {
-    let option = |name: &str, default: u64| {
-        std::env::args().skip_while(|a| a != name).nth(1).and_then(|n| n.parse().ok()).unwrap_or(default)
-    };
-    let (rounds, seconds) = (option("--rounds", 5), option("--seconds", 3));
+    let option = |name: &str| std::env::args().skip_while(|a| a != name).nth(1);
+    let number = |name: &str, default: u64| option(name).and_then(|n| n.parse().ok()).unwrap_or(default);
+    let (rounds, seconds) = (number("--rounds", 5), number("--seconds", 3));
+    let redis = option("--redis")
+        .or_else(|| std::env::var("KEYGATE_REDIS_URL").ok())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    runtime.block_on(run(usize::try_from(rounds).unwrap(), Duration::from_secs(seconds)));
+    runtime.block_on(run(usize::try_from(rounds).unwrap(), Duration::from_secs(seconds), &redis));
 }
 
-async fn run(rounds: usize, window: Duration) {
-    let (gateway, token, junk) = start_gateway(None).await;
+/// One mode's figures in one round.
+#[derive(Clone, Copy)]
+struct Figures {
+    per_second: f64,
+    p99: Duration,
+}
+
+async fn run(rounds: usize, window: Duration, redis_url: &str) {
+    let memory_limits = || backends::Limits::Memory(Arc::new(MemoryLimitStore::new()));
+    let (gateway, token, junk) = start_gateway(None, memory_limits()).await;
     let with_auth = listen(app::router(Arc::clone(&gateway))).await;
     // The same handler and JSON reader, without the key check.
     let without_auth = listen(
@@ -111,10 +127,23 @@ async fn run(rounds: usize, window: Duration) {
     let database = BenchDatabase::create().await;
     let postgres = match &database {
         Some(db) => {
-            let (gateway, token, _) = start_gateway(Some(db.url())).await;
+            let (gateway, token, _) = start_gateway(Some(db.url()), memory_limits()).await;
             Some((listen(app::router(gateway)).await, Tokens::one(&token)))
         }
         None => None,
+    };
+    // Keys in memory, limits in Redis, when Redis answers.
+    let redis = match redis_admin(redis_url) {
+        Some(admin) => {
+            let config = RedisConfig::default().with_prefix(&format!("kgbench-{}", std::process::id()));
+            let store = RedisLimitStore::open(redis_url, config).unwrap();
+            let (gateway, token, _) = start_gateway(None, backends::Limits::Redis(store.clone())).await;
+            Some((listen(app::router(gateway)).await, Tokens::one(&token), store, admin))
+        }
+        None => {
+            println!("gateway_load: no Redis at {redis_url}: the Redis mode is skipped");
+            None
+        }
     };
 
     println!("gateway_load: {CONNECTIONS} keep-alive connections, {rounds} rounds of {window:?} per mode");
@@ -128,6 +157,7 @@ async fn run(rounds: usize, window: Duration) {
         postgres.as_ref().map(|(addr, key)| ("postgres + cache", *addr, Some(key), 200, BODY)),
         postgres.as_ref().map(|_| ("free model, memory", with_auth, Some(&key), 200, FREE)),
         postgres.as_ref().map(|(addr, key)| ("free model, postgres", *addr, Some(key), 200, FREE)),
+        redis.as_ref().map(|(addr, key, _, _)| ("redis limits", *addr, Some(key), 200, BODY)),
     ]
     .into_iter()
     .flatten()
@@ -136,22 +166,32 @@ async fn run(rounds: usize, window: Duration) {
     for (_, addr, tokens, status, body) in &modes {
         load(*addr, *tokens, *status, body, Duration::from_millis(500)).await;
     }
-    let mut figures: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    let mode = |name: &str| modes.iter().position(|m| m.0 == name);
+    let mut figures: Vec<Vec<Figures>> = vec![Vec::new(); modes.len()];
+    // Redis's `INFO commandstats` around each Redis round, and the requests those rounds sent.
+    let (mut redis_stats, mut redis_requests) = (Vec::new(), 0.0);
     for round in 1..=rounds {
         let mut line = format!("round {round}:");
         for ((name, addr, tokens, status, body), figures) in modes.iter().zip(&mut figures) {
-            let rate = load(*addr, *tokens, *status, body, window).await;
-            line += &format!("  {name} {rate:.0}");
-            figures.push(rate);
+            let admin = redis.as_ref().filter(|_| *name == "redis limits").map(|r| &r.3);
+            let before = admin.map(commandstats);
+            let round = load(*addr, *tokens, *status, body, window).await;
+            if let (Some(admin), Some(before)) = (admin, before) {
+                redis_stats.push((before, commandstats(admin)));
+                redis_requests += round.per_second * window.as_secs_f64();
+            }
+            line += &format!("  {name} {:.0} ({:.2?})", round.per_second, round.p99);
+            figures.push(round);
         }
-        println!("{line} (req/s)");
+        println!("{line} (req/s, p99)");
     }
     // Each ratio is taken per round (both figures of one round), then the median over rounds.
-    let ratio = |a: usize, b: usize| -> f64 {
-        let mut r: Vec<f64> = figures[a].iter().zip(&figures[b]).map(|(a, b)| a / b).collect();
+    let median_of = |a: usize, b: usize, of: fn(&Figures) -> f64| -> f64 {
+        let mut r: Vec<f64> = figures[a].iter().zip(&figures[b]).map(|(a, b)| of(a) / of(b)).collect();
         r.sort_by(f64::total_cmp);
         r[r.len() / 2]
     };
+    let ratio = |a: usize, b: usize| median_of(a, b, |f| f.per_second);
     println!("gateway_load: median ratios over {rounds} rounds:");
     println!("  with keygate / without            {:.3} (target >= 0.9)", ratio(0, 1));
     println!("  401 junk keys / 200, memory       {:.3} (target >= 1.0)", ratio(2, 0));
@@ -161,6 +201,32 @@ async fn run(rounds: usize, window: Duration) {
         println!("  free model: postgres / memory     {:.3} (no wallet write)", ratio(6, 5));
     } else {
         println!("  (no PostgreSQL: set KEYGATE_POSTGRES_URL for the postgres modes)");
+    }
+    if let (Some((_, _, store, _)), Some(r)) = (&redis, mode("redis limits")) {
+        println!("  redis limits / memory, req/s      {:.3} (target >= 0.8)", ratio(r, 0));
+        println!("  redis limits / memory, p99        {:.3} (target <= 1.5)", median_of(r, 0, |f| f.p99.as_secs_f64()));
+        // Redis's own account of the Redis rounds: calls and CPU per request, by command.
+        let mut per_command: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+        for (before, after) in &redis_stats {
+            for (command, (calls, usec)) in after {
+                let (calls0, usec0) = before.get(command).copied().unwrap_or((0.0, 0.0));
+                let entry = per_command.entry(command.clone()).or_default();
+                entry.0 += calls - calls0;
+                entry.1 += usec - usec0;
+            }
+        }
+        for (command, (calls, usec)) in per_command.iter().filter(|(_, (calls, _))| *calls > 0.0) {
+            println!(
+                "  redis {command}: {:.3} calls per request, {:.2} us per call, {:.2} us of Redis CPU per request",
+                calls / redis_requests,
+                usec / calls,
+                usec / redis_requests
+            );
+        }
+        store.flush().await.unwrap();
+        println!("  redis settlements dropped {}", store.dropped_settlements());
+    } else {
+        println!("  (no Redis: start one or pass --redis URL for the Redis mode)");
     }
     drop(postgres);
     if let Some(db) = database {
@@ -214,14 +280,13 @@ impl BenchDatabase {
 /// above what the bench reaches, a concurrency cap above the connection count, a spend cap. Keys
 /// in memory, or in the PostgreSQL database `postgres` names (behind the cache with its kid
 /// set, as the example runs it). Also returns well-formed keys that were never stored.
-async fn start_gateway(postgres: Option<String>) -> (Arc<Gateway>, String, Tokens) {
+async fn start_gateway(postgres: Option<String>, limits: backends::Limits) -> (Arc<Gateway>, String, Tokens) {
     let format = SelectorFormat::new("aistats").unwrap().with_kinds(&["sk", "mk"]).unwrap();
     let verifier = Verifier::new(format, Peppers::new(Pepper::new(PepperId(1), &[0x42; 32]).unwrap()));
     let store = match postgres {
         Some(url) => backends::Keys::open(&backends::StoreUrl::Postgres(url)).await.unwrap(),
         None => backends::Keys::Memory(Arc::new(MemoryStore::new())),
     };
-    let limits = backends::Limits::Memory(Arc::new(MemoryLimitStore::new()));
     let (key, mut record) = verifier.issue(&mut OsRng, KeyKind::STANDARD, Timestamp::now()).unwrap();
     record.name = "bench".to_owned();
     record.allowed_models = ModelAllowlist::new(["gpt-4o*", "*:free"]).unwrap();
@@ -260,8 +325,31 @@ async fn listen(router: Router) -> SocketAddr {
     addr
 }
 
-/// Requests per second over `window` from [`CONNECTIONS`] connections, each answered `status`.
-async fn load(addr: SocketAddr, tokens: Option<&Tokens>, status: u16, body: &'static str, window: Duration) -> f64 {
+/// A plain connection to Redis for `INFO`, if Redis answers at `url`.
+fn redis_admin(url: &str) -> Option<std::sync::Mutex<redis::Connection>> {
+    let client = redis::Client::open(url).ok()?;
+    let mut connection = client.get_connection_with_timeout(Duration::from_secs(1)).ok()?;
+    let _: String = redis::cmd("PING").query(&mut connection).ok()?;
+    Some(std::sync::Mutex::new(connection))
+}
+
+/// `INFO commandstats`: calls and microseconds of CPU per command, since the server started.
+fn commandstats(admin: &std::sync::Mutex<redis::Connection>) -> std::collections::BTreeMap<String, (f64, f64)> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut *admin.lock().unwrap()).unwrap();
+    let mut stats = std::collections::BTreeMap::new();
+    for line in info.lines() {
+        let Some((command, fields)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else { continue };
+        let field = |name: &str| {
+            fields.split(',').find_map(|f| f.strip_prefix(name)?.strip_prefix('=')?.parse::<f64>().ok()).unwrap_or(0.0)
+        };
+        stats.insert(command.to_owned(), (field("calls"), field("usec")));
+    }
+    stats
+}
+
+/// Requests per second and p99 latency over `window` from [`CONNECTIONS`] connections, each
+/// answered `status`.
+async fn load(addr: SocketAddr, tokens: Option<&Tokens>, status: u16, body: &'static str, window: Duration) -> Figures {
     let deadline = Instant::now() + window;
     let started = Instant::now();
     let clients: Vec<_> = (0..CONNECTIONS)
@@ -274,29 +362,34 @@ async fn load(addr: SocketAddr, tokens: Option<&Tokens>, status: u16, body: &'st
             tokio::spawn(client(addr, tokens, status, body, deadline))
         })
         .collect();
-    let mut total = 0u64;
+    let mut latencies = Vec::new();
     for client in clients {
-        total += client.await.unwrap();
+        latencies.extend(client.await.unwrap());
     }
-    total as f64 / started.elapsed().as_secs_f64()
+    let per_second = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let p99 = latencies.get(latencies.len() * 99 / 100).copied().unwrap_or_default();
+    Figures { per_second, p99 }
 }
 
 /// One keep-alive connection sending chat requests one after another until `deadline`, with the
-/// `authorization` values in turn (none if empty), each expected to be answered `status`.
+/// `authorization` values in turn (none if empty), each expected to be answered `status`: the
+/// latency of each.
 async fn client(
     addr: SocketAddr,
     authorization: Vec<String>,
     status: u16,
     body: &'static str,
     deadline: Instant,
-) -> u64 {
+) -> Vec<Duration> {
     let stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(connection);
-    let mut done = 0;
+    let mut latencies = Vec::with_capacity(1 << 14);
     let mut next = authorization.iter().cycle();
     while Instant::now() < deadline {
+        let sent = Instant::now();
         let mut request = Request::post("/v1/chat/completions")
             .header("host", addr.to_string())
             .header("content-type", "application/json");
@@ -311,7 +404,7 @@ async fn client(
         if status == 200 {
             assert!(body.starts_with(b"{\"id\":\"chatcmpl-"));
         }
-        done += 1;
+        latencies.push(sent.elapsed());
     }
-    done
+    latencies
 }
