@@ -63,32 +63,19 @@ mod stream;
 #[path = "../examples/gateway/wallet.rs"]
 mod wallet;
 
+mod load;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::Router;
-use axum::routing::post;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
-use keygate::format::SelectorFormat;
 use keygate::limit::RedisConfig;
 use keygate::manage::Usd;
-use keygate::secret::{PepperId, Peppers};
-use keygate::tower::JsonModel;
-use keygate::{
-    AsyncKeyStore, KeyKind, MemoryLimitStore, MemoryStore, ModelAllowlist, OsRng, Pepper, RateLimits, RedisLimitStore,
-    SpendCap, SpendPeriod, Timestamp, Verifier,
-};
-use tokio::net::{TcpListener, TcpStream};
+use keygate::{AsyncKeyStore, KeyKind, MemoryLimitStore, MemoryStore, OsRng, RedisLimitStore, Timestamp};
+use load::{BODY, CONNECTIONS, Figures, bench_key, listen, load, verifier, without_keygate};
 
 use crate::app::Gateway;
 
-const CONNECTIONS: usize = 32;
-const BODY: &str =
-    r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello to the benchmark."}],"max_tokens":64}"#;
 /// The same request to a free model: no wallet is touched.
 const FREE: &str = r#"{"model":"llama-3.1-8b-instruct:free","messages":[{"role":"user","content":"Say hello to the benchmark."}],"max_tokens":64}"#;
 
@@ -103,25 +90,12 @@ fn main() {
     runtime.block_on(run(usize::try_from(rounds).unwrap(), Duration::from_secs(seconds), &redis));
 }
 
-/// One mode's figures in one round.
-#[derive(Clone, Copy)]
-struct Figures {
-    per_second: f64,
-    p99: Duration,
-}
-
 async fn run(rounds: usize, window: Duration, redis_url: &str) {
     let memory_limits = || backends::Limits::Memory(Arc::new(MemoryLimitStore::new()));
     let (gateway, token, junk) = start_gateway(None, memory_limits()).await;
     let with_auth = listen(app::router(Arc::clone(&gateway))).await;
     // The same handler and JSON reader, without the key check.
-    let without_auth = listen(
-        Router::new()
-            .route("/v1/chat/completions", post(app::chat_completions))
-            .layer(axum::middleware::from_fn(read_json_model))
-            .with_state(Arc::clone(&gateway)),
-    )
-    .await;
+    let without_auth = listen(without_keygate(Arc::clone(&gateway))).await;
     let key = Tokens::one(&token);
     // Keys in PostgreSQL behind the cache, when a server answers.
     let database = BenchDatabase::create().await;
@@ -147,24 +121,24 @@ async fn run(rounds: usize, window: Duration, redis_url: &str) {
     };
 
     println!("gateway_load: {CONNECTIONS} keep-alive connections, {rounds} rounds of {window:?} per mode");
-    let modes: Vec<(&str, SocketAddr, Option<&Tokens>, u16, &'static str)> = [
-        Some(("memory", with_auth, Some(&key), 200, BODY)),
-        Some(("without keygate", without_auth, None, 200, BODY)),
-        Some(("junk keys, memory", with_auth, Some(&junk), 401, BODY)),
+    let modes: Vec<(&str, SocketAddr, &[String], u16, &'static str)> = [
+        Some(("memory", with_auth, &key.0[..], 200, BODY)),
+        Some(("without keygate", without_auth, &[], 200, BODY)),
+        Some(("junk keys, memory", with_auth, &junk.0[..], 401, BODY)),
         // Before the paid mode, whose wallet writes leave PostgreSQL busy (vacuuming the
         // wallet's row) for a while after.
-        postgres.as_ref().map(|(addr, _)| ("junk keys, postgres", *addr, Some(&junk), 401, BODY)),
-        postgres.as_ref().map(|(addr, key)| ("postgres + cache", *addr, Some(key), 200, BODY)),
-        postgres.as_ref().map(|_| ("free model, memory", with_auth, Some(&key), 200, FREE)),
-        postgres.as_ref().map(|(addr, key)| ("free model, postgres", *addr, Some(key), 200, FREE)),
-        redis.as_ref().map(|(addr, key, _, _)| ("redis limits", *addr, Some(key), 200, BODY)),
+        postgres.as_ref().map(|(addr, _)| ("junk keys, postgres", *addr, &junk.0[..], 401, BODY)),
+        postgres.as_ref().map(|(addr, key)| ("postgres + cache", *addr, &key.0[..], 200, BODY)),
+        postgres.as_ref().map(|_| ("free model, memory", with_auth, &key.0[..], 200, FREE)),
+        postgres.as_ref().map(|(addr, key)| ("free model, postgres", *addr, &key.0[..], 200, FREE)),
+        redis.as_ref().map(|(addr, key, _, _)| ("redis limits", *addr, &key.0[..], 200, BODY)),
     ]
     .into_iter()
     .flatten()
     .collect();
     // Warm up every mode (connections, allocator, limiter state, caches).
     for (_, addr, tokens, status, body) in &modes {
-        load(*addr, *tokens, *status, body, Duration::from_millis(500)).await;
+        load(*addr, tokens, *status, body, Duration::from_millis(500)).await;
     }
     let mode = |name: &str| modes.iter().position(|m| m.0 == name);
     let mut figures: Vec<Vec<Figures>> = vec![Vec::new(); modes.len()];
@@ -175,7 +149,7 @@ async fn run(rounds: usize, window: Duration, redis_url: &str) {
         for ((name, addr, tokens, status, body), figures) in modes.iter().zip(&mut figures) {
             let admin = redis.as_ref().filter(|_| *name == "redis limits").map(|r| &r.3);
             let before = admin.map(commandstats);
-            let round = load(*addr, *tokens, *status, body, window).await;
+            let round = load(*addr, tokens, *status, body, window).await;
             if let (Some(admin), Some(before)) = (admin, before) {
                 redis_stats.push((before, commandstats(admin)));
                 redis_requests += round.per_second * window.as_secs_f64();
@@ -276,27 +250,16 @@ impl BenchDatabase {
     }
 }
 
-/// A gateway with one key configured as a customer's would be: allowlists, rate limits well
-/// above what the bench reaches, a concurrency cap above the connection count, a spend cap. Keys
+/// A gateway with the bench's key (see [`load::bench_key`]). Keys
 /// in memory, or in the PostgreSQL database `postgres` names (behind the cache with its kid
 /// set, as the example runs it). Also returns well-formed keys that were never stored.
 async fn start_gateway(postgres: Option<String>, limits: backends::Limits) -> (Arc<Gateway>, String, Tokens) {
-    let format = SelectorFormat::new("aistats").unwrap().with_kinds(&["sk", "mk"]).unwrap();
-    let verifier = Verifier::new(format, Peppers::new(Pepper::new(PepperId(1), &[0x42; 32]).unwrap()));
+    let verifier = verifier();
     let store = match postgres {
         Some(url) => backends::Keys::open(&backends::StoreUrl::Postgres(url)).await.unwrap(),
         None => backends::Keys::Memory(Arc::new(MemoryStore::new())),
     };
-    let (key, mut record) = verifier.issue(&mut OsRng, KeyKind::STANDARD, Timestamp::now()).unwrap();
-    record.name = "bench".to_owned();
-    record.allowed_models = ModelAllowlist::new(["gpt-4o*", "*:free"]).unwrap();
-    record.allowed_providers = vec!["openai".to_owned(), "meta".to_owned()];
-    record.rate_limit = RateLimits {
-        requests_per_minute: Some(1_000_000_000),
-        tokens_per_minute: Some(4_000_000_000),
-        concurrency: Some(1024),
-    };
-    record.spend_cap = Some(SpendCap { amount_micros: 1_000_000_000_000, period: SpendPeriod::Month });
+    let (token, record) = bench_key(&verifier);
     store.insert(record).await.unwrap();
     let junk = (0..4096)
         .map(|_| {
@@ -305,24 +268,7 @@ async fn start_gateway(postgres: Option<String>, limits: backends::Limits) -> (A
         })
         .collect();
     let gateway = Arc::new(Gateway::new(verifier, store, limits, Usd::MAX));
-    (gateway, key.token().expose_secret().to_owned(), Tokens(junk))
-}
-
-/// The JSON model reading keygate's layer does (`read_json_model`), for the baseline without
-/// the key check: the body buffered and its model read, as the handler expects.
-async fn read_json_model(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    let (mut parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, app::MAX_BODY).await.unwrap();
-    parts.extensions.insert(JsonModel::read(&bytes));
-    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
-}
-
-/// Serves `router` on a free loopback port.
-async fn listen(router: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve::serve(listener, router, serve::Timeouts::default(), std::future::pending()));
-    addr
+    (gateway, token, Tokens(junk))
 }
 
 /// A plain connection to Redis for `INFO`, if Redis answers at `url`.
@@ -345,66 +291,4 @@ fn commandstats(admin: &std::sync::Mutex<redis::Connection>) -> std::collections
         stats.insert(command.to_owned(), (field("calls"), field("usec")));
     }
     stats
-}
-
-/// Requests per second and p99 latency over `window` from [`CONNECTIONS`] connections, each
-/// answered `status`.
-async fn load(addr: SocketAddr, tokens: Option<&Tokens>, status: u16, body: &'static str, window: Duration) -> Figures {
-    let deadline = Instant::now() + window;
-    let started = Instant::now();
-    let clients: Vec<_> = (0..CONNECTIONS)
-        .map(|i| {
-            // Each connection starts at its own place in the token list.
-            let tokens: Vec<String> = tokens.map_or_else(Vec::new, |t| {
-                let n = t.0.len();
-                (0..n).map(|j| t.0[(i * 131 + j) % n].clone()).collect()
-            });
-            tokio::spawn(client(addr, tokens, status, body, deadline))
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for client in clients {
-        latencies.extend(client.await.unwrap());
-    }
-    let per_second = latencies.len() as f64 / started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    let p99 = latencies.get(latencies.len() * 99 / 100).copied().unwrap_or_default();
-    Figures { per_second, p99 }
-}
-
-/// One keep-alive connection sending chat requests one after another until `deadline`, with the
-/// `authorization` values in turn (none if empty), each expected to be answered `status`: the
-/// latency of each.
-async fn client(
-    addr: SocketAddr,
-    authorization: Vec<String>,
-    status: u16,
-    body: &'static str,
-    deadline: Instant,
-) -> Vec<Duration> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(connection);
-    let mut latencies = Vec::with_capacity(1 << 14);
-    let mut next = authorization.iter().cycle();
-    while Instant::now() < deadline {
-        let sent = Instant::now();
-        let mut request = Request::post("/v1/chat/completions")
-            .header("host", addr.to_string())
-            .header("content-type", "application/json");
-        if let Some(authorization) = next.next() {
-            request = request.header("authorization", authorization);
-        }
-        let request = request.body(Full::new(Bytes::from_static(body.as_bytes()))).unwrap();
-        sender.ready().await.unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        assert_eq!(response.status(), status);
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        if status == 200 {
-            assert!(body.starts_with(b"{\"id\":\"chatcmpl-"));
-        }
-        latencies.push(sent.elapsed());
-    }
-    latencies
 }

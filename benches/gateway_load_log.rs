@@ -54,32 +54,19 @@ mod stream;
 #[path = "../examples/gateway/wallet.rs"]
 mod wallet;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+// Shared with `gateway_load`, which also reads the p99.
+#[allow(dead_code)]
+mod load;
 
-use axum::Router;
-use axum::routing::post;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
-use keygate::format::SelectorFormat;
+use std::sync::Arc;
+use std::time::Duration;
+
 use keygate::manage::Usd;
-use keygate::secret::{PepperId, Peppers};
-use keygate::tower::JsonModel;
 use keygate::usage_log::{LogConfig, MemoryLog, UsageLog};
-use keygate::{
-    KeyKind, KeyStore, MemoryLimitStore, MemoryStore, ModelAllowlist, OsRng, Pepper, RateLimits, SpendCap, SpendPeriod,
-    Timestamp, Verifier,
-};
-use tokio::net::{TcpListener, TcpStream};
+use keygate::{KeyStore, MemoryLimitStore, MemoryStore};
+use load::{BODY, CONNECTIONS, bench_key, listen, verifier, without_keygate};
 
 use crate::app::Gateway;
-
-const CONNECTIONS: usize = 32;
-const BODY: &str =
-    r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello to the benchmark."}],"max_tokens":64}"#;
 
 fn main() {
     let option = |name: &str, default: u64| {
@@ -105,33 +92,27 @@ async fn run(rounds: usize, window: Duration) {
         }
     });
     // The same handler and JSON reader, without the key check.
-    let without_auth = listen(
-        Router::new()
-            .route("/v1/chat/completions", post(app::chat_completions))
-            .layer(axum::middleware::from_fn(read_json_model))
-            .with_state(Arc::clone(&gateway)),
-    )
-    .await;
-    let authorization = format!("Bearer {token}");
+    let without_auth = listen(without_keygate(Arc::clone(&gateway))).await;
+    let authorization = [format!("Bearer {token}")];
 
     println!("gateway_load: {CONNECTIONS} keep-alive connections, {rounds} rounds of {window:?} each way");
     // Warm up both (connections, allocator, limiter state).
-    load(with_auth, Some(&authorization), Duration::from_millis(500)).await;
-    load(without_auth, None, Duration::from_millis(500)).await;
-    load(with_log, Some(&authorization), Duration::from_millis(500)).await;
+    rate(with_auth, &authorization, Duration::from_millis(500)).await;
+    rate(without_auth, &[], Duration::from_millis(500)).await;
+    rate(with_log, &authorization, Duration::from_millis(500)).await;
 
     let (mut ratios, mut log_ratios) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
         // Log on and off run back to back, in turn first, so that drift in the machine's load
         // falls on both alike.
         let (with, logged) = if round % 2 == 1 {
-            let with = load(with_auth, Some(&authorization), window).await;
-            (with, load(with_log, Some(&authorization), window).await)
+            let with = rate(with_auth, &authorization, window).await;
+            (with, rate(with_log, &authorization, window).await)
         } else {
-            let logged = load(with_log, Some(&authorization), window).await;
-            (load(with_auth, Some(&authorization), window).await, logged)
+            let logged = rate(with_log, &authorization, window).await;
+            (rate(with_auth, &authorization, window).await, logged)
         };
-        let without = load(without_auth, None, window).await;
+        let without = rate(without_auth, &[], window).await;
         let (ratio, log_ratio) = (with / without, logged / with);
         println!(
             "round {round}: with keygate {with:>9.0} req/s   without {without:>9.0} req/s   ratio {ratio:.3}   \
@@ -154,28 +135,12 @@ async fn run(rounds: usize, window: Duration) {
     );
 }
 
-/// The bench's keys: one key configured as a customer's would be: allowlists, rate limits well
-/// above what the bench reaches, a concurrency cap above the connection count, a spend cap.
-/// Returns the store and the key's token.
+/// The bench's key (see [`load::bench_key`]) in a memory store: the store and the key's token.
 fn keys() -> (Arc<MemoryStore>, String) {
     let memory = Arc::new(MemoryStore::new());
-    let (key, mut record) = verifier().issue(&mut OsRng, KeyKind::STANDARD, Timestamp::now()).unwrap();
-    record.name = "bench".to_owned();
-    record.allowed_models = ModelAllowlist::new(["gpt-4o*", "*:free"]).unwrap();
-    record.allowed_providers = vec!["openai".to_owned()];
-    record.rate_limit = RateLimits {
-        requests_per_minute: Some(1_000_000_000),
-        tokens_per_minute: Some(4_000_000_000),
-        concurrency: Some(1024),
-    };
-    record.spend_cap = Some(SpendCap { amount_micros: 1_000_000_000_000, period: SpendPeriod::Month });
+    let (token, record) = bench_key(&verifier());
     memory.insert(record).unwrap();
-    (memory, key.token().expose_secret().to_owned())
-}
-
-fn verifier() -> Verifier {
-    let format = SelectorFormat::new("aistats").unwrap().with_kinds(&["sk", "mk"]).unwrap();
-    Verifier::new(format, Peppers::new(Pepper::new(PepperId(1), &[0x42; 32]).unwrap()))
+    (memory, token)
 }
 
 /// A gateway over the keys in `memory`, with limits of its own, and a usage log or none.
@@ -185,57 +150,7 @@ fn gateway(memory: &Arc<MemoryStore>, log: Option<UsageLog<logs::Logs>>) -> Arc<
     Arc::new(Gateway::with_log(verifier(), store, limits, Usd::MAX, log))
 }
 
-/// The JSON model reading keygate's layer does (`read_json_model`), for the baseline without
-/// the key check: the body buffered and its model read, as the handler expects.
-async fn read_json_model(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    let (mut parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, app::MAX_BODY).await.unwrap();
-    parts.extensions.insert(JsonModel::read(&bytes));
-    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
-}
-
-/// Serves `router` on a free loopback port.
-async fn listen(router: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve::serve(listener, router, serve::Timeouts::default(), std::future::pending()));
-    addr
-}
-
-/// Requests per second over `window` from [`CONNECTIONS`] connections.
-async fn load(addr: SocketAddr, authorization: Option<&str>, window: Duration) -> f64 {
-    let deadline = Instant::now() + window;
-    let started = Instant::now();
-    let clients: Vec<_> =
-        (0..CONNECTIONS).map(|_| tokio::spawn(client(addr, authorization.map(str::to_owned), deadline))).collect();
-    let mut total = 0u64;
-    for client in clients {
-        total += client.await.unwrap();
-    }
-    total as f64 / started.elapsed().as_secs_f64()
-}
-
-/// One keep-alive connection sending chat requests one after another until `deadline`.
-async fn client(addr: SocketAddr, authorization: Option<String>, deadline: Instant) -> u64 {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(connection);
-    let mut done = 0;
-    while Instant::now() < deadline {
-        let mut request = Request::post("/v1/chat/completions")
-            .header("host", addr.to_string())
-            .header("content-type", "application/json");
-        if let Some(authorization) = &authorization {
-            request = request.header("authorization", authorization);
-        }
-        let request = request.body(Full::new(Bytes::from_static(BODY.as_bytes()))).unwrap();
-        sender.ready().await.unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        assert_eq!(response.status(), 200);
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        assert!(body.starts_with(b"{\"id\":\"chatcmpl-"));
-        done += 1;
-    }
-    done
+/// Requests per second over `window` from [`CONNECTIONS`] connections, each answered 200.
+async fn rate(addr: std::net::SocketAddr, authorization: &[String], window: Duration) -> f64 {
+    load::load(addr, authorization, 200, BODY, window).await.per_second
 }
