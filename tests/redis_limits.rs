@@ -501,7 +501,7 @@ fn many_requests_leave_one_small_hash() {
     });
     assert_eq!(p.keys(), [store.redis_key(&r.id)]);
     let names = fields(&store.redis_key(&r.id));
-    assert!(names.len() <= 6, "{names:?}");
+    assert!(names.len() <= 7, "{names:?}");
     assert!(!names.iter().any(|f| f.contains('#') && f.len() > "concurrency#".len()), "no lease left: {names:?}");
     assert_eq!(store.dropped_settlements(), 0);
 }
@@ -754,6 +754,52 @@ fn settlements_apply_exactly_once() {
         assert_eq!(hget(&hash, &field).as_deref(), Some("630"), "settled once");
     });
     assert_eq!(stores[0].dropped_settlements() + stores[1].dropped_settlements(), 0);
+}
+
+/// State written by the earlier one-batch script (without "~", the key's expiry) is read as
+/// it was: an upgrade keeps every counter, lease and window, and gateways of both versions can
+/// share a key.
+#[test]
+fn state_written_as_text_by_earlier_versions_is_kept() {
+    if !redis_up() {
+        return;
+    }
+    let p = Prefix::new();
+    let store = p.store();
+    let mut r = record("textstate");
+    r.credits = Some(Credits { amount: 10, refill: None });
+    r.spend_cap = Some(SpendCap { amount_micros: 1_000, period: SpendPeriod::Day });
+    r.rate_limit.concurrency = Some(2);
+    let hash = store.redis_key(&r.id);
+    let now = at(3_600_000);
+    let (start, _) = SpendPeriod::Day.bounds(now);
+    let day = start.unix_nanos() / 1_000_000_000;
+    let spend = format!("spend@{day}");
+    // As the text-writing script left it: 4 credits used, 900 of the day's spend, one lease
+    // held (until well after `now`), yesterday's window retired.
+    let deadline = (now.unix_nanos() / 1_000_000 + 600_000).to_string();
+    let index = format!("{day} {}", day - 86_400);
+    let _: () = redis::cmd("HSET")
+        .arg(&hash)
+        .arg(&["credits", "4", &spend, "900", "spend@", &index, "concurrency", "1", "concurrency#", &deadline])
+        .arg(&["concurrency#0000000000000001.1", &deadline])
+        .query(&mut admin())
+        .expect("HSET");
+    let limiter = Limiter::new(store.clone());
+    block_on(async {
+        // One slot of two is taken by the old lease: one admission, then a refusal.
+        let request = || LimitRequest::new().with_credits(3).with_spend_estimate(100);
+        let a = limiter.check_async(&r, request(), now).await.expect("admitted");
+        let refused = limiter.check_async(&r, request(), now).await.expect_err("the old lease holds a slot");
+        assert_eq!(refused.code(), DenialCode::ConcurrencyLimited);
+        assert_eq!(hget(&hash, "credits").as_deref(), Some("7"), "4 + 3 reserved");
+        assert_eq!(hget(&hash, &spend).as_deref(), Some("1000"), "900 + 100 reserved");
+        a.finish(Usage::new(0, 50).with_credits(2), now).unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(hget(&hash, "credits").as_deref(), Some("6"));
+        assert_eq!(hget(&hash, &spend).as_deref(), Some("950"));
+    });
+    assert_eq!(hget(&hash, "concurrency").as_deref(), Some("1"), "the old lease is still held");
 }
 
 /// Credits are reserved on admission and settled to what each request used.

@@ -82,7 +82,7 @@ pub use config::RedisConfig;
 use connection::Connector;
 use queue::{Queue, Settlement};
 use redis::Script;
-use script::{Call, Reply};
+use script::{Call, Part, Reply};
 use send::send_in_background;
 
 use super::{Applied, AsyncLimitStore, CellId, LimitBatch, LimitError, LimitOp, MAX_CELLS, Refused};
@@ -263,11 +263,12 @@ impl RedisLimitStore {
             return Err(LimitError::TooManyCells);
         }
         let hash = self.redis_key(key);
-        let call = self.inner.call(&hash, cells, ops, now, false);
+        let parts = [Part { cells, ops, now, once: false }];
+        let call = self.inner.call(&hash, &parts);
         let outcome = match self.inner.connector.eval(&call.invocation(&self.inner.script)).await {
-            Ok(reply) => match call.decode(&reply)? {
-                Reply::Decided(outcome) => Ok(outcome),
-                Reply::LeaseGone => Err(LimitError::Corrupt),
+            Ok(reply) => match call.decode(&reply)?.pop() {
+                Some(Reply::Decided(outcome)) => Ok(outcome),
+                _ => Err(LimitError::Corrupt),
             },
             Err(e) => Err(e),
         };
@@ -312,17 +313,8 @@ impl RedisLimitStore {
 }
 
 impl Inner {
-    fn call<'a>(&self, hash: &'a str, cells: &'a [CellId], ops: &'a [LimitOp], now: Timestamp, once: bool) -> Call<'a> {
-        Call {
-            hash,
-            cells,
-            ops,
-            now,
-            lease_millis: self.lease_millis,
-            grace_millis: self.grace_millis,
-            once,
-            instance: self.instance,
-        }
+    fn call<'a>(&self, hash: &'a str, parts: &'a [Part<'a>]) -> Call<'a> {
+        Call { hash, parts, lease_millis: self.lease_millis, grace_millis: self.grace_millis, instance: self.instance }
     }
 }
 
