@@ -24,7 +24,8 @@
 //! With Redis (`--redis URL`, else `KEYGATE_REDIS_URL`, else `redis://127.0.0.1:6379`; skipped
 //! when it does not answer), `redis limits`: the same key in memory with its limits in Redis
 //! (under a prefix of the bench's own), with requests/s and p99 as ratios to memory mode, and
-//! what Redis did per request from `INFO commandstats` (calls and CPU per command).
+//! what Redis did per request from `INFO commandstats` (calls and CPU per command) and `INFO
+//! cpu` (the server's whole CPU time, network I/O included).
 //!
 //! Options (after `--`): `--rounds N` (default 5), `--seconds S` per round (default 3),
 //! `--redis URL`.
@@ -197,6 +198,9 @@ async fn run(rounds: usize, window: Duration, redis_url: &str) {
                 usec / redis_requests
             );
         }
+        if let Some((_, usec)) = per_command.get(PROCESS) {
+            println!("  redis process, user + system CPU: {:.2} us per request", usec / redis_requests);
+        }
         store.flush().await.unwrap();
         println!("  redis settlements dropped {}", store.dropped_settlements());
     } else {
@@ -279,7 +283,8 @@ fn redis_admin(url: &str) -> Option<std::sync::Mutex<redis::Connection>> {
     Some(std::sync::Mutex::new(connection))
 }
 
-/// `INFO commandstats`: calls and microseconds of CPU per command, since the server started.
+/// `INFO commandstats`: calls and microseconds of CPU per command, since the server started;
+/// and `INFO cpu`, the whole server's.
 fn commandstats(admin: &std::sync::Mutex<redis::Connection>) -> std::collections::BTreeMap<String, (f64, f64)> {
     let info: String = redis::cmd("INFO").arg("commandstats").query(&mut *admin.lock().unwrap()).unwrap();
     let mut stats = std::collections::BTreeMap::new();
@@ -290,5 +295,15 @@ fn commandstats(admin: &std::sync::Mutex<redis::Connection>) -> std::collections
         };
         stats.insert(command.to_owned(), (field("calls"), field("usec")));
     }
+    // The server's whole CPU time (user and system: commands, and the network I/O around them),
+    // under a name no command has.
+    let cpu: String = redis::cmd("INFO").arg("cpu").query(&mut *admin.lock().unwrap()).unwrap();
+    let seconds = |name: &str| {
+        cpu.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    stats.insert(String::from(PROCESS), (0.0, (seconds("used_cpu_user") + seconds("used_cpu_sys")) * 1e6));
     stats
 }
+
+/// The entry of [`commandstats`] that holds the server's whole CPU time.
+const PROCESS: &str = "(process)";

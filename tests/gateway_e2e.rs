@@ -737,6 +737,46 @@ fn two_gateways_on_postgres_and_redis_share_limits_and_revocations() {
     a.stop();
 }
 
+/// Two gateway processes with their limits on a three-node Redis Cluster (the `{kid}` hash tag
+/// keeps each key's cells in one slot): a rate limit holds across both exactly, for keys
+/// whose slots fall on different nodes.
+#[test]
+fn two_gateways_on_a_redis_cluster_share_limits_exactly() {
+    let (Some(_), Some(nodes)) = (postgres_url(), support::servers::redis_cluster_urls()) else { return };
+    let db = Database::create();
+    let args = ["--store".to_owned(), db.url(), "--limits".to_owned(), nodes.join(",")];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let a = Gateway::start(&args);
+    let b = Gateway::start_in(a.dir.clone(), &args);
+    let mut a = a;
+
+    // Keys of 6 requests a minute, each used from both gateways at once: exactly 6 pass per key,
+    // whichever node holds the key's slot.
+    let tokens: Vec<String> = (0..3)
+        .map(|i| {
+            a.create_key(key_json(&format!("cluster {i}"), json!({ "rate_limit": { "requests_per_minute": 6 } }))).0
+        })
+        .collect();
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    for token in &tokens {
+        let clients: Vec<_> = (0..4)
+            .map(|i| {
+                let gateway = Arc::clone(if i % 2 == 0 { &a } else { &b });
+                let token = token.clone();
+                thread::spawn(move || {
+                    (0..5).map(|_| gateway.get("/v1/models", Some(&token)).status).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let statuses: Vec<u16> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+        assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 6, "{statuses:?}");
+        assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 14, "{statuses:?}");
+    }
+    let (Ok(a), Ok(b)) = (Arc::try_unwrap(a), Arc::try_unwrap(b)) else { unreachable!() };
+    b.stop_keeping_files();
+    a.stop();
+}
+
 /// Two gateways on one PostgreSQL database and one Redis: a team's wallet is one wallet, passed
 /// by at most one request's cost however the requests spread over both (with a wallet per
 /// process, twice as many would pass), and a key's usage reads the same from both.
