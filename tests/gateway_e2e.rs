@@ -738,8 +738,8 @@ fn two_gateways_on_postgres_and_redis_share_limits_and_revocations() {
 }
 
 /// Two gateway processes with their limits on a three-node Redis Cluster (the `{kid}` hash tag
-/// keeps each key's cells in one slot): a rate limit holds across both exactly, for keys
-/// whose slots fall on different nodes.
+/// keeps each key's cells in one slot): a rate limit holds across both exactly, for each of
+/// three keys, on whichever node its slot is.
 #[test]
 fn two_gateways_on_a_redis_cluster_share_limits_exactly() {
     let (Some(_), Some(nodes)) = (postgres_url(), support::servers::redis_cluster_urls()) else { return };
@@ -750,8 +750,7 @@ fn two_gateways_on_a_redis_cluster_share_limits_exactly() {
     let b = Gateway::start_in(a.dir.clone(), &args);
     let mut a = a;
 
-    // Keys of 6 requests a minute, each used from both gateways at once: exactly 6 pass per key,
-    // whichever node holds the key's slot.
+    // Keys of 6 requests a minute, each used from both gateways at once: exactly 6 pass per key.
     let tokens: Vec<String> = (0..3)
         .map(|i| {
             a.create_key(key_json(&format!("cluster {i}"), json!({ "rate_limit": { "requests_per_minute": 6 } }))).0
