@@ -64,19 +64,27 @@ local function number(raw)
   return v
 end
 
+-- A table with 16 slots made at once: growing a table rehashes it, which costs more here than
+-- the script's arithmetic.
+local function slots()
+  return {false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false}
+end
+
 local function text(v)
   return format('%d', v)
 end
 
--- The state as the batches see it: cur[i] is field i's value (0 absent), dirty[i] whether it
--- is to be written; a window index "<name>@" is latest[i], previous[i].
-local cur, dirty, latest, previous = {}, {}, {}, {}
+-- The state as the batches see it: cur[i] is field i's value (0 absent; false or nil while
+-- not read yet), dirty[i] whether it is to be written; a window index "<name>@" is latest[i],
+-- previous[i].
+local cur, dirty = slots(), slots()
+local latest, previous = {}, {}
 local nfields = #ARGV - 1
 local extra_del = {}
 
 local function value(i)
   local v = cur[i]
-  if v == nil then
+  if not v then
     v = number(got[i])
     if v == nil then
       return nil
@@ -163,7 +171,7 @@ end
 
 local reply = {}
 local last, persist, wrote = 0, false, false
-local old, new, why, write = {}, {}, {}, {}
+local old, new, why, write = {0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0}
 at = 6
 for _ = 1, batches do
   local now, once, ops = p[at], p[at + 1] == 1, p[at + 2]
@@ -306,32 +314,33 @@ for _ = 1, batches do
 end
 
 -- Written once, after every batch.
-local set, del = {}, extra_del
+local set, ns, del = slots(), 0, extra_del
 for i = 2, nfields do
   if dirty[i] then
     local f = ARGV[i + 1]
     local l = latest[i]
     if l ~= nil then
-      set[#set + 1] = f
-      set[#set + 1] = previous[i] == 0 and text(l) or text(l) .. ' ' .. text(previous[i])
+      set[ns + 1] = f
+      set[ns + 2] = previous[i] == 0 and text(l) or text(l) .. ' ' .. text(previous[i])
+      ns = ns + 2
     elseif cur[i] == 0 then
       del[#del + 1] = f
     else
-      set[#set + 1] = f
-      set[#set + 1] = text(cur[i])
+      set[ns + 1] = f
+      set[ns + 2] = text(cur[i])
+      ns = ns + 2
     end
   end
 end
 if #del > 0 then
   redis.call('HDEL', key, unpack(del))
 end
-if #set > 0 then
+if ns > 0 then
   local expires = number(got[1]) or 0
   if persist then
     if expires ~= MAX then
-      set[#set + 1] = '~'
-      set[#set + 1] = text(MAX)
-      redis.call('HSET', key, unpack(set))
+      set[ns + 1], set[ns + 2], ns = '~', text(MAX), ns + 2
+      redis.call('HSET', key, unpack(set, 1, ns))
       redis.call('PERSIST', key)
       return reply
     end
@@ -346,15 +355,14 @@ if #set > 0 then
     elseif left >= 0 and left >= target - call_ms then
       target = call_ms + left
     end
-    set[#set + 1] = '~'
-    set[#set + 1] = text(target)
-    redis.call('HSET', key, unpack(set))
+    set[ns + 1], set[ns + 2], ns = '~', text(target), ns + 2
+    redis.call('HSET', key, unpack(set, 1, ns))
     if target ~= MAX then
       redis.call('PEXPIRE', key, text(math.max(target - call_ms, 1)))
     end
     return reply
   end
-  redis.call('HSET', key, unpack(set))
+  redis.call('HSET', key, unpack(set, 1, ns))
 elseif #del > 0 then
   -- When no field this call named is left, the key may hold nothing but "~": then it goes.
   local left = false
