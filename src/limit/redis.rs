@@ -10,8 +10,10 @@
 //! keeps it in one Cluster slot. A field is named after its limit (`requests`, `tokens`,
 //! `concurrency`, `spend@<period start>`, ...); each lease held has a field of its own, removed
 //! when the lease is released. The key expires with its longest-lived cell (a TAT, a period's
-//! end, a lease's deadline), or is kept while it holds a lifetime counter. So Redis holds a few
-//! fields per key in use, and a field per request in flight: nothing per request served.
+//! end, a lease's deadline) and a minute more, or is kept while it holds a lifetime counter; the
+//! field `~` remembers when, so the TTL is set only when it must grow, about once a minute. So
+//! Redis holds a few fields per key in use, and a field per request in flight: nothing per
+//! request served.
 //!
 //! # One round trip per admission
 //!
@@ -24,8 +26,9 @@
 //!
 //! A settlement ([`AsyncLimitStore::settle`]: tokens reconciled, spend and credits settled, a
 //! slot released) is queued and returns at once; a background task (on the Tokio runtime that
-//! queued the first one) sends queued settlements in batches, concurrently on the one
-//! connection, so they travel pipelined. [`RedisLimitStore::flush`] sends what is queued and
+//! queued the first one) sends queued settlements in batches: one script call per key with up
+//! to 32 of its settlements, applied in order, each all-or-nothing; the calls go concurrently on
+//! the one connection, so they travel pipelined. A busy key so costs about one call per request. [`RedisLimitStore::flush`] sends what is queued and
 //! waits for it: call it on shutdown.
 //!
 //! **Exactly once, without a key per request.** Every admission that will be settled with
