@@ -127,7 +127,8 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
             }
         })
     });
-    // Usage counts reach a shared store once a second (nothing to do in memory).
+    // Usage counts reach a shared store once a second, and wallet leases are renewed or given
+    // back (nothing to do in memory).
     let flusher = tokio::spawn({
         let gateway = Arc::clone(&gateway);
         async move {
@@ -135,6 +136,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
             loop {
                 ticks.tick().await;
                 gateway.usage.flush().await;
+                gateway.wallets.maintain().await;
             }
         }
     });
@@ -144,6 +146,8 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     background.abort();
     flusher.abort();
     gateway.maintain().await;
+    // What is left of this gateway's wallet leases goes back to the wallets.
+    gateway.wallets.release().await;
     // Every request has ended: the last records are written.
     let _ = stop_writer.send(true);
     if let Some(writer) = log_writer {

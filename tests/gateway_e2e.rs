@@ -776,6 +776,110 @@ fn two_gateways_on_a_redis_cluster_share_limits_exactly() {
     a.stop();
 }
 
+/// Wallet leases (two gateways on one PostgreSQL, a wallet big enough to lease): paid requests
+/// are admitted from a share of the wallet each gateway holds, and no micro-dollar goes astray:
+/// idle leases go back to the wallet, a gateway that stops gives its lease back, and the lease
+/// of a gateway that dies goes back once it is no longer renewed, at the amount last recorded
+/// (so the team is never charged more than it spent, and less by at most the dead gateway's
+/// last second).
+#[cfg(unix)]
+#[test]
+fn wallet_leases_admit_locally_and_give_every_micro_dollar_back() {
+    if postgres_url().is_none() {
+        return;
+    }
+    let db = Database::create();
+    // 1 000 000 micro-dollars; a "Hello there" to gpt-4o-mini costs 9.
+    let args = ["--store".to_owned(), db.url(), "--wallet-usd".to_owned(), "1".to_owned()];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut a = Gateway::start(&args);
+    let b = Gateway::start_in(a.dir.clone(), &args);
+    let (token, _) = a.create_key(key_json("leaser", json!({ "team_id": "team-lease" })));
+    let wallet = |gateway: &Gateway| -> String {
+        gateway.get("/v1/wallet", Some(&token)).json()["balance_usd"].as_str().unwrap().to_owned()
+    };
+    let leases = || db.number("SELECT count(*) FROM keygate_wallet_leases");
+    let chats = |gateway: &Gateway, n: usize| {
+        for _ in 0..n {
+            assert_eq!(gateway.chat(&token, "gpt-4o-mini", "Hello there").status, 200);
+        }
+    };
+    let settled = |expected: &str, gateways: &[&Gateway]| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while leases() > 0 || gateways.iter().any(|g| wallet(g) != expected) {
+            let seen: Vec<String> = gateways.iter().map(|g| wallet(g)).collect();
+            assert!(Instant::now() < deadline, "expected {expected}, {} leases, wallets {seen:?}", leases());
+            thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // 100 paid chats over both gateways: each admits from its own lease.
+    let (a_shared, b_shared) = (Arc::new(a), Arc::new(b));
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let gateway = Arc::clone(if i % 2 == 0 { &a_shared } else { &b_shared });
+            let token = token.clone();
+            thread::spawn(move || {
+                (0..25).map(|_| gateway.chat(&token, "gpt-4o-mini", "Hello there").status).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(leases(), 2, "each gateway holds a lease");
+    let (Ok(a), Ok(b)) = (Arc::try_unwrap(a_shared), Arc::try_unwrap(b_shared)) else { unreachable!() };
+    // Idle for a second, each gateway gives its lease back: 1 000 000 - 100 x 9.
+    settled("0.999100", &[&a, &b]);
+
+    // A gateway that stops (SIGTERM) gives back what its lease has left.
+    chats(&a, 10);
+    assert_eq!(leases(), 1);
+    let pid = a.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut a = a;
+    assert!(a.child.wait().unwrap().success());
+    a.stop_keeping_files();
+    settled("0.999010", &[&b]);
+
+    // A gateway that dies holding a lease: kept busy until it is killed, so its lease was
+    // renewed within the last second; the lease goes back once it has not been renewed for
+    // 5 s, at the amount it last recorded.
+    let c = Arc::new(Gateway::start_in(b.dir.clone(), &args));
+    let busy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let spent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let spender = {
+        let (c, busy, spent, token) = (Arc::clone(&c), Arc::clone(&busy), Arc::clone(&spent), token.clone());
+        thread::spawn(move || {
+            while busy.load(std::sync::atomic::Ordering::SeqCst) {
+                if c.chat(&token, "gpt-4o-mini", "Hello there").status == 200 {
+                    spent.fetch_add(9, std::sync::atomic::Ordering::SeqCst);
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(2500));
+    let pid = c.child.id().to_string();
+    assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    busy.store(false, std::sync::atomic::Ordering::SeqCst);
+    spender.join().unwrap();
+    let spent = spent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(spent >= 9 * 10, "the dead gateway served requests: {spent}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leases() > 0 {
+        assert!(Instant::now() < deadline, "the dead gateway's lease never went back");
+        thread::sleep(Duration::from_millis(200));
+    }
+    let left: f64 = wallet(&b).parse().unwrap();
+    let left = (left * 1e6).round() as u64;
+    let exact = 999_010 - spent;
+    // Never charged more than spent; at most the last second's requests (10, 90 micro-dollars)
+    // not charged.
+    assert!(left >= exact && left <= exact + 12 * 9, "wallet {left}, spent {spent}, exact {exact}");
+    drop(c);
+    b.stop();
+}
+
 /// Two gateways on one PostgreSQL database and one Redis: a team's wallet is one wallet, passed
 /// by at most one request's cost however the requests spread over both (with a wallet per
 /// process, twice as many would pass), and a key's usage reads the same from both.

@@ -708,7 +708,7 @@ mod postgres {
         assert_eq!(again.get(&r.id).await.unwrap().as_deref(), Some(&r));
         let migrations: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(again.pool()).await.unwrap();
-        assert_eq!(migrations, 6);
+        assert_eq!(migrations, 7);
         again.close().await;
         schema.drop().await;
     }

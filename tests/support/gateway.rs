@@ -346,6 +346,18 @@ impl Database {
         format!("{base}/{}", self.name)
     }
 
+    /// The one number `sql` selects, in this database.
+    pub(crate) fn number(&self, sql: &str) -> i64 {
+        use sqlx::Connection;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let mut connection = sqlx::PgConnection::connect(&self.url()).await.unwrap();
+            let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut connection).await.unwrap();
+            connection.close().await.unwrap();
+            n
+        })
+    }
+
     pub(crate) fn execute(&self, sql: &str) {
         use sqlx::Connection;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -52,6 +52,11 @@ const MIGRATIONS: &[MigrationSql] = &[
         "keygate wallet reserve",
         include_str!("../../../migrations/postgres/700000011_keygate_wallet_reserve.sql"),
     ),
+    (
+        700_000_012,
+        "keygate wallet leases",
+        include_str!("../../../migrations/postgres/700000012_keygate_wallet_leases.sql"),
+    ),
     (700_000_030, "keygate usage log", include_str!("../../../migrations/postgres/700000030_keygate_usage_log.sql")),
 ];
 
