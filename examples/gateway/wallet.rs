@@ -70,6 +70,10 @@ struct Lease {
     left: i64,
     /// Spent from (or refunded to) since the last [`Wallets::maintain`].
     busy: bool,
+    /// The size of the last share granted: below half of it left, more is asked for ahead.
+    granted: i64,
+    /// More is being asked for.
+    refilling: bool,
 }
 
 /// A team's reservations waiting for their round trip.
@@ -148,7 +152,7 @@ impl Wallets {
             }
             Place::Postgres(shared) => {
                 let team = team.unwrap_or("");
-                if shared.spend_from_lease(team, cost) {
+                if shared.spend_from_lease(team, cost, self.start) {
                     return Ok(true);
                 }
                 let (sent, answer) = oneshot::channel();
@@ -297,17 +301,52 @@ impl Shared {
         self.leases.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes `cost` from this gateway's lease of `team`'s wallet if it covers all of it.
-    fn spend_from_lease(&self, team: &str, cost: i64) -> bool {
-        let mut leases = self.leases();
-        match leases.get_mut(team) {
-            Some(lease) if lease.left >= cost => {
-                lease.left -= cost;
-                lease.busy = true;
-                true
+    /// Takes `cost` from this gateway's lease of `team`'s wallet if it covers all of it; when
+    /// less than half of the last share is left, asks for more ahead, so that requests keep
+    /// finding the lease full enough.
+    fn spend_from_lease(self: &Arc<Self>, team: &str, cost: i64, start: i64) -> bool {
+        let refill = {
+            let mut leases = self.leases();
+            match leases.get_mut(team) {
+                Some(lease) if lease.left >= cost => {
+                    lease.left -= cost;
+                    lease.busy = true;
+                    let refill = lease.left < lease.granted / 2 && !lease.refilling;
+                    lease.refilling |= refill;
+                    refill.then_some(lease.granted)
+                }
+                _ => return false,
             }
-            _ => false,
+        };
+        if let Some(want) = refill {
+            tokio::spawn(refill_lease(Arc::clone(self), team.to_owned(), start, want));
         }
+        true
+    }
+}
+
+/// Asks for `want` more of `team`'s wallet for this gateway's lease, unless a batch of the
+/// team's reservations is in flight (it asks for a share itself).
+async fn refill_lease(shared: Arc<Shared>, team: String, start: i64, want: i64) {
+    if shared.claim(&team) {
+        let granted: Result<(i32, i64), _> =
+            sqlx::query_as("SELECT taken, leased FROM keygate_wallet_take($1, $2, '{}', $3, $4, $5)")
+                .bind(&team)
+                .bind(start)
+                .bind(&shared.holder)
+                .bind(want)
+                .bind(want.saturating_mul(LEASE_SHARE))
+                .fetch_one(&shared.pool)
+                .await;
+        if let Ok((_, leased)) = granted
+            && leased > 0
+        {
+            shared.grant(&team, leased);
+        }
+        shared.unclaim(&team, start);
+    }
+    if let Some(lease) = shared.leases().get_mut(&team) {
+        lease.refilling = false;
     }
 }
 
@@ -328,7 +367,7 @@ async fn send_batches(shared: Arc<Shared>, team: String, start: i64) {
         };
         let mut to_send = Vec::with_capacity(batch.len());
         for (cost, sent) in batch {
-            if shared.spend_from_lease(&team, cost) {
+            if shared.spend_from_lease(&team, cost, start) {
                 if sent.send(Ok(true)).is_err() {
                     shared.refund_to_lease(&team, cost);
                 }
@@ -354,7 +393,7 @@ async fn send_batches(shared: Arc<Shared>, team: String, start: i64) {
         match taken {
             Ok((taken, leased)) => {
                 if leased > 0 {
-                    shared.refund_to_lease(&team, leased);
+                    shared.grant(&team, leased);
                 }
                 let taken = usize::try_from(taken).unwrap_or(0);
                 for (i, (cost, sent)) in to_send.into_iter().enumerate() {
@@ -393,7 +432,16 @@ impl Shared {
         }
     }
 
-    /// Adds `amount` to this gateway's lease of `team`'s wallet (a new lease, or money back).
+    /// Adds a share of `leased` just granted to this gateway's lease of `team`'s wallet.
+    fn grant(&self, team: &str, leased: i64) {
+        let mut leases = self.leases();
+        let lease = leases.entry(team.to_owned()).or_default();
+        lease.left = lease.left.saturating_add(leased);
+        lease.granted = leased;
+        lease.busy = true;
+    }
+
+    /// Adds `amount` to this gateway's lease of `team`'s wallet (money back).
     fn refund_to_lease(&self, team: &str, amount: i64) {
         let mut leases = self.leases();
         let lease = leases.entry(team.to_owned()).or_default();
