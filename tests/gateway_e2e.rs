@@ -870,8 +870,8 @@ fn wallet_leases_admit_locally_and_give_every_micro_dollar_back() {
         assert!(Instant::now() < deadline, "the dead gateway's lease never went back");
         thread::sleep(Duration::from_millis(200));
     }
-    let left: f64 = wallet(&b).parse().unwrap();
-    let left = (left * 1e6).round() as u64;
+    // "0.998920" is 998 920 micro-dollars.
+    let left: u64 = wallet(&b).replace('.', "").parse().unwrap();
     let exact = 999_010 - spent;
     // Never charged more than spent; at most the last second's requests (10, 90 micro-dollars)
     // not charged.
