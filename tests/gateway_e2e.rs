@@ -682,6 +682,26 @@ fn usage_and_metrics_name_keys_by_id_only() {
 use support::gateway::Database;
 use support::servers::{postgres_url, redis_url};
 
+/// `clients` threads at once, alternating between gateways `a` and `b`, each sending `each`
+/// requests with `send`: the statuses of all.
+fn from_both(
+    a: &Arc<Gateway>,
+    b: &Arc<Gateway>,
+    clients: usize,
+    each: usize,
+    send: impl Fn(&Gateway) -> u16 + Send + Sync + 'static,
+) -> Vec<u16> {
+    let send = Arc::new(send);
+    let threads: Vec<_> = (0..clients)
+        .map(|i| {
+            let gateway = Arc::clone(if i % 2 == 0 { a } else { b });
+            let send = Arc::clone(&send);
+            thread::spawn(move || (0..each).map(|_| send(&gateway)).collect::<Vec<_>>())
+        })
+        .collect();
+    threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+}
+
 /// Two gateways on one PostgreSQL database and one Redis: a rate limit holds across both
 /// exactly, and a key revoked through one is refused by the other once the change notice arrives.
 #[test]
@@ -698,14 +718,8 @@ fn two_gateways_on_postgres_and_redis_share_limits_and_revocations() {
     // A key of 6 requests a minute, used from both gateways at once: exactly 6 pass.
     let (token, _) = a.create_key(key_json("shared", json!({ "rate_limit": { "requests_per_minute": 6 } })));
     let (a, b) = (Arc::new(a), Arc::new(b));
-    let clients: Vec<_> = (0..4)
-        .map(|i| {
-            let gateway = Arc::clone(if i % 2 == 0 { &a } else { &b });
-            let token = token.clone();
-            thread::spawn(move || (0..5).map(|_| gateway.get("/v1/models", Some(&token)).status).collect::<Vec<_>>())
-        })
-        .collect();
-    let statuses: Vec<u16> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let shared = token.clone();
+    let statuses = from_both(&a, &b, 4, 5, move |gateway| gateway.get("/v1/models", Some(&shared)).status);
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 6, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 14, "{statuses:?}");
     let (Ok(mut a), Ok(b)) = (Arc::try_unwrap(a), Arc::try_unwrap(b)) else { unreachable!() };
@@ -758,16 +772,8 @@ fn two_gateways_on_a_redis_cluster_share_limits_exactly() {
         .collect();
     let (a, b) = (Arc::new(a), Arc::new(b));
     for token in &tokens {
-        let clients: Vec<_> = (0..4)
-            .map(|i| {
-                let gateway = Arc::clone(if i % 2 == 0 { &a } else { &b });
-                let token = token.clone();
-                thread::spawn(move || {
-                    (0..5).map(|_| gateway.get("/v1/models", Some(&token)).status).collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let statuses: Vec<u16> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+        let token = token.clone();
+        let statuses = from_both(&a, &b, 4, 5, move |gateway| gateway.get("/v1/models", Some(&token)).status);
         assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 6, "{statuses:?}");
         assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 14, "{statuses:?}");
     }
@@ -815,16 +821,10 @@ fn wallet_leases_admit_locally_and_give_every_micro_dollar_back() {
 
     // 100 paid chats over both gateways: each admits from its own lease.
     let (a_shared, b_shared) = (Arc::new(a), Arc::new(b));
-    let clients: Vec<_> = (0..4)
-        .map(|i| {
-            let gateway = Arc::clone(if i % 2 == 0 { &a_shared } else { &b_shared });
-            let token = token.clone();
-            thread::spawn(move || {
-                (0..25).map(|_| gateway.chat(&token, "gpt-4o-mini", "Hello there").status).collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let statuses: Vec<u16> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let shared = token.clone();
+    let statuses = from_both(&a_shared, &b_shared, 4, 25, move |gateway| {
+        gateway.chat(&shared, "gpt-4o-mini", "Hello there").status
+    });
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(leases(), 2, "each gateway holds a lease");
     let (Ok(a), Ok(b)) = (Arc::try_unwrap(a_shared), Arc::try_unwrap(b_shared)) else { unreachable!() };
@@ -896,16 +896,8 @@ fn two_gateways_share_one_wallet_per_team_and_read_the_same_usage() {
 
     let (a, b) = (Arc::new(a), Arc::new(b));
     // Eight clients at once, so that each gateway sends its reservations in batches.
-    let clients: Vec<_> = (0..8)
-        .map(|i| {
-            let gateway = Arc::clone(if i % 2 == 0 { &a } else { &b });
-            let token = token.clone();
-            thread::spawn(move || {
-                (0..5).map(|_| gateway.chat(&token, "gpt-4o-mini", "Hello there").status).collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let statuses: Vec<u16> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let shared = token.clone();
+    let statuses = from_both(&a, &b, 8, 5, move |gateway| gateway.chat(&shared, "gpt-4o-mini", "Hello there").status);
     // Reservations while the balance is positive: 100, 91, ..., 1: exactly 12 pass.
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 12, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 402).count(), 28, "{statuses:?}");
