@@ -120,10 +120,13 @@ impl Keys {
 impl Keys {
     /// A pool on the keys' PostgreSQL database, when keys live there: usage counters and
     /// wallets live there too. Its sessions commit without waiting for the WAL to reach the
-    /// disk (`synchronous_commit = off`): a wallet's row is written by every paid request, and
-    /// waiting for each flush under the row's lock limited a team to about one request per
-    /// flush. A database crash may forget the last fraction of a second of those writes (never
-    /// corrupt them); key writes keep the store's own pool and the server's setting.
+    /// disk (`synchronous_commit = off`): a wallet's row is written by every batch of paid
+    /// requests that no lease covers and by every lease granted or given back, and waiting for
+    /// each flush under the row's lock limited a team to about one batch per flush. A database
+    /// crash may forget the last fraction of a second of those writes (never corrupt them): a
+    /// lease given back and forgotten reappears and is reclaimed 5 s later, one granted and
+    /// forgotten is dropped by its holder at its next renewal. Key writes keep the store's own
+    /// pool and the server's setting.
     pub(crate) fn postgres_pool(&self) -> Option<sqlx::PgPool> {
         match self {
             Self::Cached(cache) => match cache.inner() {
