@@ -171,7 +171,7 @@ end
 
 local reply = {}
 local last, persist, wrote = 0, false, false
-local old, new, why, write = {0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0}
+local old, new, why = {0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0}
 at = 6
 for _ = 1, batches do
   local now, once, ops = p[at], p[at + 1] == 1, p[at + 2]
@@ -187,7 +187,6 @@ for _ = 1, batches do
     end
     local p1, p2, p3 = p[o + 4], p[o + 5], p[o + 6]
     local nv, w = v, 0
-    write[k] = true
     if kind == 4 then
       if v < p1 then
         nv = v + 1
@@ -264,6 +263,8 @@ for _ = 1, batches do
     for k = 1, ops do
       local o = at + 8 * (k - 1)
       local kind, fi, ai, v = p[o], p[o + 1], p[o + 2], new[k]
+      -- false for a window older than the two kept: its cell is not brought back
+      local write = true
       if kind == 4 or kind == 5 then
         local mi = p[o + 3]
         if kind == 4 then
@@ -300,11 +301,11 @@ for _ = 1, batches do
             end
             latest[ai], previous[ai], dirty[ai] = window, l, true
           elseif window < l and (pv == 0 or window < pv) then
-            write[k] = false
+            write = false
           end
         end
       end
-      if write[k] and v ~= cur[fi] then
+      if write and v ~= cur[fi] then
         cur[fi], dirty[fi] = v, true
       end
       reply[#reply + 1] = v
