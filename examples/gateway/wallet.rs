@@ -185,9 +185,7 @@ impl Wallets {
             }
             Place::Postgres(shared) => {
                 let team = team.unwrap_or("");
-                if let Some(lease) = shared.leases().get_mut(team) {
-                    lease.left = lease.left.saturating_add(amount);
-                    lease.busy = true;
+                if shared.add_to_lease(team, amount) {
                     return;
                 }
                 let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
@@ -253,8 +251,8 @@ async fn maintain(shared: &Arc<Shared>, start: i64, all: bool) {
                     .fetch_one(&shared.pool)
                     .await;
                 if returned.is_err() {
-                    // Kept, to be given back next time.
-                    shared.refund_to_lease(&team, left);
+                    // Kept (its row is still there), to be given back next time.
+                    shared.leases().entry(team.clone()).or_default().left += left;
                 }
             }
             Some(Upkeep::Renew(left)) => {
@@ -323,6 +321,47 @@ impl Shared {
         }
         true
     }
+
+    /// Holds `team`'s queue as a batch in flight does, if no batch is in flight: reservations
+    /// wait in the queue meanwhile. `false` if a batch is in flight.
+    fn claim(&self, team: &str) -> bool {
+        let mut queues = self.queues();
+        let queue = queues.entry(team.to_owned()).or_default();
+        !std::mem::replace(&mut queue.flying, true)
+    }
+
+    /// Lets go of `team`'s queue: the reservations that queued meanwhile are sent.
+    fn unclaim(self: &Arc<Self>, team: &str, start: i64) {
+        let waiting = {
+            let mut queues = self.queues();
+            let waiting = queues.get(team).is_some_and(|q| !q.waiting.is_empty());
+            if !waiting {
+                queues.remove(team);
+            }
+            waiting
+        };
+        if waiting {
+            tokio::spawn(send_batches(Arc::clone(self), team.to_owned(), start));
+        }
+    }
+
+    /// Adds a share of `leased` just granted to this gateway's lease of `team`'s wallet.
+    fn grant(&self, team: &str, leased: i64) {
+        let mut leases = self.leases();
+        let lease = leases.entry(team.to_owned()).or_default();
+        lease.left = lease.left.saturating_add(leased);
+        lease.granted = leased;
+        lease.busy = true;
+    }
+
+    /// Adds `amount` to this gateway's lease of `team`'s wallet (money back), if it holds one.
+    fn add_to_lease(&self, team: &str, amount: i64) -> bool {
+        let mut leases = self.leases();
+        let Some(lease) = leases.get_mut(team) else { return false };
+        lease.left = lease.left.saturating_add(amount);
+        lease.busy = true;
+        true
+    }
 }
 
 /// Asks for `want` more of `team`'s wallet for this gateway's lease, unless a batch of the
@@ -368,8 +407,9 @@ async fn send_batches(shared: Arc<Shared>, team: String, start: i64) {
         let mut to_send = Vec::with_capacity(batch.len());
         for (cost, sent) in batch {
             if shared.spend_from_lease(&team, cost, start) {
-                if sent.send(Ok(true)).is_err() {
-                    shared.refund_to_lease(&team, cost);
+                // Nobody waits any more: back into the lease it came from.
+                if sent.send(Ok(true)).is_err() && !shared.add_to_lease(&team, cost) {
+                    refund_postgres(shared.pool.clone(), team.clone(), cost).await;
                 }
             } else {
                 to_send.push((cost, sent));
@@ -405,48 +445,6 @@ async fn send_batches(shared: Arc<Shared>, team: String, start: i64) {
             }
             Err(_) => to_send.into_iter().for_each(|(_, sent)| drop(sent.send(Err(WalletError)))),
         }
-    }
-}
-
-impl Shared {
-    /// Holds `team`'s queue as a batch in flight does, if no batch is in flight: reservations
-    /// wait in the queue meanwhile. `false` if a batch is in flight.
-    fn claim(&self, team: &str) -> bool {
-        let mut queues = self.queues();
-        let queue = queues.entry(team.to_owned()).or_default();
-        !std::mem::replace(&mut queue.flying, true)
-    }
-
-    /// Lets go of `team`'s queue: the reservations that queued meanwhile are sent.
-    fn unclaim(self: &Arc<Self>, team: &str, start: i64) {
-        let waiting = {
-            let mut queues = self.queues();
-            let waiting = queues.get(team).is_some_and(|q| !q.waiting.is_empty());
-            if !waiting {
-                queues.remove(team);
-            }
-            waiting
-        };
-        if waiting {
-            tokio::spawn(send_batches(Arc::clone(self), team.to_owned(), start));
-        }
-    }
-
-    /// Adds a share of `leased` just granted to this gateway's lease of `team`'s wallet.
-    fn grant(&self, team: &str, leased: i64) {
-        let mut leases = self.leases();
-        let lease = leases.entry(team.to_owned()).or_default();
-        lease.left = lease.left.saturating_add(leased);
-        lease.granted = leased;
-        lease.busy = true;
-    }
-
-    /// Adds `amount` to this gateway's lease of `team`'s wallet (money back).
-    fn refund_to_lease(&self, team: &str, amount: i64) {
-        let mut leases = self.leases();
-        let lease = leases.entry(team.to_owned()).or_default();
-        lease.left = lease.left.saturating_add(amount);
-        lease.busy = true;
     }
 }
 
