@@ -521,10 +521,8 @@ fn a_trickled_body_times_out() {
     stream.set_nonblocking(true).unwrap();
     let mut answer = Vec::new();
     while started.elapsed() < Duration::from_secs(8) {
-        // One byte every 100 ms: never idle long, never done.
-        if stream.write_all(b" ").is_err() {
-            break;
-        }
+        // What the gateway answered so far is read before the next byte is written: a write
+        // after the gateway has answered and closed may fail, and must not lose the answer.
         let mut buf = [0u8; 4096];
         match stream.read(&mut buf) {
             Ok(0) => break,
@@ -533,6 +531,14 @@ fn a_trickled_body_times_out() {
             Err(_) => break,
         }
         if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+        // One byte every 100 ms: never idle long, never done.
+        if stream.write_all(b" ").is_err() {
+            // Closed: whatever it sent before closing is still to be read.
+            stream.set_nonblocking(false).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            let _ = stream.read_to_end(&mut answer);
             break;
         }
         thread::sleep(Duration::from_millis(100));
